@@ -1,0 +1,1 @@
+"""cryoSPARC adapter for pupick (through cryosparc-tools)."""

@@ -1,0 +1,3 @@
+"""pupick: positive-unlabeled CNN particle picking for cryo-EM (engine)."""
+
+__version__ = "0.1.0"

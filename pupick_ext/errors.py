@@ -1,0 +1,34 @@
+"""pupick's exception hierarchy: every error a user can cause names the file and the problem.
+
+Entry points (CLI, RELION and cryoSPARC wrappers) turn a :class:`PupickError` into one
+line on stderr and a non-zero exit; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class PupickError(Exception):
+    """Base class of every error pupick raises on purpose."""
+
+    def __init__(self, message: str, path: str | Path | None = None) -> None:
+        self.path = None if path is None else str(path)
+        self.problem = message
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class InputError(PupickError):
+    """A micrograph, coordinate or STAR file cannot be used (missing, malformed, invalid)."""
+
+
+class SettingsError(PupickError):
+    """A setting is out of range or settings contradict each other."""
+
+
+class ModelError(PupickError):
+    """A model file is corrupt, unsafe, or from an incompatible version."""
+
+
+class AbortRequested(PupickError):
+    """The host asked the job to stop (e.g. RELION_JOB_ABORT_NOW); raised between micrographs."""
