@@ -1,0 +1,63 @@
+"""Thin, error-checked access to STAR files through the starfile library."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from .errors import InputError
+from .fsio import atomic_path
+
+
+def read_star(path: str | Path) -> dict[str, pd.DataFrame]:
+    """All data blocks of a STAR file as {block name: table}; InputError if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("file not found" if not path.exists() else "not a file", path)
+    if path.stat().st_size == 0:
+        raise InputError("STAR file is empty", path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            blocks = starfile.read(path, always_dict=True)
+    except Exception as exc:  # starfile raises many types on malformed text
+        raise InputError(f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
+    tables = {name: df for name, df in blocks.items() if isinstance(df, pd.DataFrame)}
+    if not tables:
+        raise InputError("STAR file holds no data table", path)
+    return tables
+
+
+def find_table(tables: dict[str, pd.DataFrame], columns: tuple[str, ...], path: str | Path,
+               preferred: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The first table (preferred block names first) holding all ``columns``."""
+    order = [n for n in preferred if n in tables] + [n for n in tables if n not in preferred]
+    for name in order:
+        if all(c in tables[name].columns for c in columns):
+            return tables[name]
+    found = "; ".join(f"data_{n}: {', '.join(map(str, t.columns[:6]))}" for n, t in tables.items())
+    raise InputError(f"no table with columns {', '.join('_' + c for c in columns)} (found {found})", path)
+
+
+def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path) -> Path:
+    """Write one or more tables as a STAR file, atomically."""
+    if isinstance(blocks, pd.DataFrame):
+        blocks = {"": blocks}
+    exact = {name: _shortest_floats(table) for name, table in blocks.items()}
+    with atomic_path(path) as tmp:
+        starfile.write(exact, tmp, overwrite=True)
+    return Path(path)
+
+
+def _shortest_floats(table: pd.DataFrame) -> pd.DataFrame:
+    """Float columns as the shortest text that reads back to the same value (exact round trips)."""
+    out = table.copy()
+    for column in out.columns:
+        if pd.api.types.is_float_dtype(out[column]):
+            out[column] = [np.format_float_positional(v, trim="-") if np.isfinite(v) else "nan"
+                           for v in out[column].to_numpy(float)]
+    return out
