@@ -108,6 +108,8 @@ class TrainSettings:
     ``expected_particles`` (per micrograph) sets pi, the positive fraction of unlabeled
     pixels; when None it is estimated from the labels (see ``training.suggest_pi``).
     ``autoencoder`` is gamma; None means 10/N for N <= 250 labelled particles, else 0.
+    A step draws ``minibatch_size`` patches of ``patch_size`` x ``patch_size`` classifier
+    outputs; ``positive_fraction`` of them are centred on labelled particles.
     """
 
     particle_diameter: float
@@ -118,8 +120,9 @@ class TrainSettings:
     training_radius: int = 3
     epochs: int = 10
     steps_per_epoch: int = 200
-    minibatch_size: int = 256
-    positive_fraction: float = 0.0625
+    minibatch_size: int = 8
+    patch_size: int = 32
+    positive_fraction: float = 0.25
     learning_rate: float = 2e-4
     ge_weight: float = 1.0
     autoencoder: float | None = None
@@ -137,7 +140,8 @@ class TrainSettings:
         _require(self.expected_particles is None or self.expected_particles > 0, "expected particles must be positive")
         _require(self.training_radius >= 0, "training radius must be >= 0")
         _require(self.epochs >= 1 and self.steps_per_epoch >= 1, "epochs and steps per epoch must be >= 1")
-        _require(self.minibatch_size >= 2, "minibatch size must be >= 2")
+        _require(self.minibatch_size >= 2, "minibatch size (patches per step) must be >= 2")
+        _require(self.patch_size >= 1, "patch size (outputs per side) must be >= 1")
         _require(0 < self.positive_fraction < 1, "positive fraction must lie in (0, 1)")
         _require(self.learning_rate > 0, "learning rate must be positive")
         _require(self.autoencoder is None or self.autoencoder >= 0, "autoencoder weight must be >= 0")

@@ -1,0 +1,166 @@
+"""The engine's entry points: train, extract, evaluate. Hosts call these and nothing deeper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .coordinates import match_micrograph_names
+from .device import resolve_device, set_threads
+from .errors import AbortRequested, InputError, SettingsError
+from .fsio import write_atomic
+from .model_io import PickerModel, load_model
+from .nms import find_peaks
+from .picks import Picks
+from .preprocess import PreparedMicrograph, original_pixel_size, prepare_micrographs, prepare_one
+from .scoring import score_batch
+from .settings import ExtractSettings, MicrographEntry, PreprocessSettings, TrainSettings
+from .training import Trainer, TrainResult
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+ShouldStop = Callable[[], bool]
+
+MODEL_FILE = "model.pupick"
+
+
+def _check_pixel_sizes(entries: Sequence[MicrographEntry]) -> None:
+    for entry in entries:
+        if original_pixel_size(entry) is None:
+            raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the particle "
+                             "diameter in A cannot be converted to pixels; set the pixel size", entry.path)
+
+
+def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: PreprocessSettings,
+          settings: TrainSettings, workdir: str | Path, progress: Progress | None = None,
+          should_stop: ShouldStop | None = None) -> TrainResult:
+    """Train a PU classifier on ``micrographs`` with labelled particles ``labels``.
+
+    Writes ``model.pupick``, ``checkpoint.pt``, ``training_history.json``,
+    ``threshold_table.tsv`` and ``train_settings.json`` into ``workdir``; resumes from a
+    checkpoint left by an interrupted run with the same settings.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    micrographs = list(micrographs)
+    if not micrographs:
+        raise InputError("no micrographs to train on")
+    if len(labels) == 0:
+        raise InputError("no labelled particles: training needs at least a few dozen")
+    labels = match_micrograph_names(labels, micrographs)
+    if len(labels) == 0:
+        raise InputError("none of the labelled particles belongs to a listed micrograph "
+                         "(check that coordinate file names match micrograph names)")
+    labelled = [m for m in micrographs if m.name in set(labels.micrograph)]
+    _check_pixel_sizes(labelled)
+    log.info("training on %d labelled particles in %d micrographs", len(labels), len(labelled))
+    prepared, gmm = prepare_micrographs(labelled, preprocess, settings.particle_diameter, progress=progress)
+    _check_labels_inside(prepared, labels)
+    trainer = Trainer(prepared, labels, settings, preprocess, workdir, progress, should_stop)
+    history, best = trainer.run()
+    table, recommended = trainer.threshold_table()
+    info = trainer.model_info(None if gmm is None else gmm.to_dict(), recommended, table)
+    model = PickerModel(trainer.net.cpu().eval(), info)
+    model_path = model.save(workdir / MODEL_FILE)
+    write_atomic(workdir / "training_history.json", json.dumps(history, indent=1))
+    write_atomic(workdir / "threshold_table.tsv", format_threshold_table(table, recommended))
+    write_atomic(workdir / "train_settings.json", json.dumps({
+        "version": __version__, "command": sys.argv, "train": settings.to_dict(),
+        "preprocess": preprocess.to_dict(), "pi": trainer.pi, "expected_particles": trainer.expected,
+        "train_micrographs": trainer.train_names, "holdout_micrographs": trainer.holdout_names,
+        "best_epoch": best.get("epoch")}, indent=1, default=str))
+    log.info("model written to %s (recommended threshold %.1f)", model_path, recommended)
+    return TrainResult(model, model_path, history, table, recommended, trainer.pi, trainer.expected,
+                       trainer.holdout_names)
+
+
+def _check_labels_inside(prepared: Sequence[PreparedMicrograph], labels: Picks) -> None:
+    for p in prepared:
+        one = labels.for_micrograph(p.name)
+        h, w = p.original_shape
+        outside = (one.x < 0) | (one.y < 0) | (one.x >= w) | (one.y >= h)
+        if outside.any():
+            log.warning("%s: %d labelled coordinate(s) lie outside the %dx%d micrograph and are ignored",
+                        p.name, int(outside.sum()), w, h)
+
+
+def format_threshold_table(table: Sequence[tuple[float, float, float]], recommended: float) -> str:
+    lines = ["threshold\tparticles_per_micrograph\theldout_recall\trecommended"]
+    lines += [f"{t:g}\t{n:.1f}\t{r:.3f}\t{'*' if t == recommended else ''}" for t, n, r in table]
+    return "\n".join(lines) + "\n"
+
+
+def _model_preprocess(model: PickerModel, override: PreprocessSettings | None) -> PreprocessSettings:
+    if override is not None:
+        return override
+    info = model.info
+    normalization = info.get("normalization", "standard")
+    if info.get("pixel_size"):
+        return PreprocessSettings(pixel_size=float(info["pixel_size"]), normalization=normalization)
+    return PreprocessSettings(downsample=float(info.get("downsample") or 1.0), normalization=normalization)
+
+
+def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[MicrographEntry],
+                 settings: ExtractSettings = ExtractSettings(), preprocess: PreprocessSettings | None = None,
+                 progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> Iterator[tuple[MicrographEntry, Picks]]:
+    """Pick particles micrograph by micrograph (original-pixel coordinates, logit scores).
+
+    Micrographs are rescaled to the model's working pixel size, scored in batches of
+    ``settings.batch_size``, and peaks closer than the NMS radius are suppressed.
+    """
+    if not isinstance(model, PickerModel):
+        model = load_model(model)
+    device = resolve_device(settings.device)
+    net = model.net.to(device).eval()
+    pre = _model_preprocess(model, preprocess)
+    gmm = model.gmm if pre.normalization == "gmm" else None
+    threshold = settings.threshold if settings.threshold is not None else float(model.info.get("recommended_threshold", 0.0))
+    radius = settings.radius or max(1, int(round(model.particle_radius_px)))
+    margin = settings.edge_margin if settings.edge_margin is not None else radius // 2
+    entries = list(micrographs)
+    log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px", len(entries), threshold, radius)
+    for start in range(0, len(entries), settings.batch_size):
+        if should_stop is not None and should_stop():
+            raise AbortRequested("stopped between micrographs; finished micrographs are kept")
+        batch = entries[start : start + settings.batch_size]
+        prepared = [prepare_one(e, pre, float(model.info["particle_diameter"]), gmm) for e in batch]
+        small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]
+        for p in small:
+            log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
+        maps = score_batch(net, [p.image for p in prepared], device, tile_size=settings.tile_size)
+        for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
+            rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
+                                            max_picks=settings.max_picks)
+            x, y = p.to_original(cols, rows)
+            if progress:
+                progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")
+            yield entry, Picks.for_one(entry.name, x, y, scores)
+
+
+def extract(model: PickerModel | str | Path, micrographs: Sequence[MicrographEntry],
+            settings: ExtractSettings = ExtractSettings(), preprocess: PreprocessSettings | None = None,
+            progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Picks:
+    """All picks of all micrographs in one table (see :func:`extract_iter`)."""
+    return Picks.concat(p for _, p in extract_iter(model, micrographs, settings, preprocess, progress, should_stop))
+
+
+def default_match_radius(model_or_diameter: PickerModel | float, pixel_size: float) -> float:
+    """Matching radius for evaluation in original pixels: the particle radius."""
+    diameter = (float(model_or_diameter.info["particle_diameter"]) if isinstance(model_or_diameter, PickerModel)
+                else float(model_or_diameter))
+    if pixel_size <= 0 or not math.isfinite(pixel_size):
+        raise SettingsError("pixel size must be positive to convert the particle diameter to pixels")
+    return diameter / 2 / pixel_size
+
+
+__all__ = ["train", "extract", "extract_iter", "TrainResult", "default_match_radius", "format_threshold_table",
+           "MODEL_FILE"]

@@ -1,0 +1,418 @@
+"""pupick: positive-unlabeled CNN particle picking for cryo-EM.
+
+A typical run trains on a few hundred hand-picked particles, then picks every micrograph:
+
+\b
+    pupick train   -m micrographs_ctf.star -l manualpick/ --particle-diameter 150 -o model/
+    pupick extract -m micrographs_ctf.star --model model/model.pupick -o picks/ --format star
+    pupick evaluate --picks picks/ --reference truth.txt --radius 50
+
+Try it on built-in synthetic data first: ``pupick demo``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import PupickError, SettingsError
+
+log = logging.getLogger("pupick")
+
+MICROGRAPHS_HELP = ("Micrographs: a RELION micrographs STAR file, a text file of paths, a directory of .mrc "
+                    "files, or .mrc files (repeatable).")
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    if verbose < 2:
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+
+
+def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a PupickError into one line on stderr and exit code 1 (traceback only with --debug)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        debug = bool(ctx.find_root().params.get("debug"))
+        try:
+            return func(*args, **kwargs)
+        except PupickError as exc:
+            if debug:
+                raise
+            click.echo(f"pupick: error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("pupick: interrupted", err=True)
+            sys.exit(130)
+        except MemoryError:
+            if debug:
+                raise
+            click.echo("pupick: error: out of memory; use a smaller --batch-size or --tile-size", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pupick")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+def main(verbose: int, quiet: bool, debug: bool) -> None:
+    __doc__  # noqa: B018  (the module docstring is the group's help)
+    _configure_logging(verbose, quiet)
+
+
+main.help = __doc__
+
+
+def micrographs_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("-m", "--micrographs", "micrographs", multiple=True, required=True,
+                        type=click.Path(path_type=Path), help=MICROGRAPHS_HELP)(func)
+
+
+def scale_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    func = click.option("--normalization", type=click.Choice(["gmm", "standard"]), default="gmm", show_default=True,
+                        help="GMM with per-micrograph gain (method of the paper) or plain standardization.")(func)
+    func = click.option("--downsample", type=float, default=None,
+                        help="Downsampling factor (>= 1), instead of --pixel-size.")(func)
+    func = click.option("--pixel-size", type=float, default=None,
+                        help="Working pixel size in A/px. Default: chosen so the particle radius is ~12 px.")(func)
+    return func
+
+
+def threads_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--threads", type=int, default=0, help="CPU threads for torch (0: all cores).")(func)
+
+
+def _entries(sources: tuple[Path, ...]):
+    from .micrograph_list import read_micrograph_list
+
+    return read_micrograph_list(list(sources) if len(sources) > 1 else sources[0])
+
+
+def _preprocess_settings(pixel_size: float | None, downsample: float | None, normalization: str,
+                         seed: int = 0, cache_dir: Path | None = None):
+    from .settings import PreprocessSettings
+
+    return PreprocessSettings(pixel_size=pixel_size, downsample=downsample, normalization=normalization,  # type: ignore[arg-type]
+                              seed=seed, cache_dir=cache_dir)
+
+
+def _reporter(label: str):
+    from .progress import ProgressReporter
+
+    return ProgressReporter(label)
+
+
+def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
+    from .fsio import write_atomic
+
+    record = {"version": __version__, "command": command, "argv": sys.argv,
+              "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}}
+    write_atomic(outdir / f"{command}_run.json", json.dumps(record, indent=1, default=str))
+
+
+# ------------------------------------------------------------------ preprocess
+@main.command()
+@micrographs_option
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory.")
+@scale_options
+@click.option("--particle-diameter", type=float, default=None, help="Particle diameter in A (sets the default scale).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@handle_errors
+def preprocess(micrographs, output, pixel_size, downsample, normalization, particle_diameter, seed):
+    """Downsample and normalize micrographs to working MRC files (what the network sees).
+
+    \b
+    Example: pupick preprocess -m micrographs_ctf.star --downsample 4 -o preprocessed/
+    """
+    import mrcfile
+
+    from .fsio import atomic_path
+    from .preprocess import prepare_micrographs
+
+    entries = _entries(micrographs)
+    settings = _preprocess_settings(pixel_size, downsample, normalization, seed)
+    prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=_reporter("preprocess"))
+    output.mkdir(parents=True, exist_ok=True)
+    for p in prepared:
+        with atomic_path(output / f"{p.name}.mrc") as tmp:
+            with mrcfile.new(tmp, overwrite=True) as mrc:
+                mrc.set_data(p.image)
+                if p.working_pixel_size:
+                    mrc.voxel_size = p.working_pixel_size
+    _save_run_record(output, "preprocess", {**click.get_current_context().params,
+                                            "gmm": None if gmm is None else gmm.to_dict()})
+    log.info("wrote %d preprocessed micrograph(s) to %s", len(prepared), output)
+
+
+# ------------------------------------------------------------------ convert
+@main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--from", "from_fmt", type=click.Choice(["txt", "star", "box"]), default=None,
+              help="Input format (default: from the extension).")
+@click.option("--to", "to_fmt", type=click.Choice(["txt", "star", "box"]), default=None,
+              help="Output format (default: from the extension; required for a directory).")
+@click.option("--scale", type=float, default=1.0, show_default=True,
+              help="Multiply coordinates by this (e.g. 4 to go from 4x-binned to unbinned pixels).")
+@click.option("--box-size", type=int, default=None, help="Box size in pixels (EMAN .box output).")
+@click.option("--suffix", default="", help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
+@click.option("--threshold", type=float, default=None, help="Keep only picks with at least this score.")
+@handle_errors
+def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, threshold):
+    """Convert coordinates between Topaz text, RELION STAR and EMAN .box (and pixel grids).
+
+    SOURCE is a file or a directory of per-micrograph files. A DESTINATION ending in '/'
+    or without an extension gets one file per micrograph.
+
+    \b
+    Example: pupick convert picks.txt star_dir/ --to star --suffix _pupick
+    """
+    from .coordinates import read_coordinates, write_coordinates, write_coordinates_per_micrograph
+
+    picks = read_coordinates(source, from_fmt)
+    if threshold is not None:
+        picks = picks.above(threshold)
+    if scale != 1.0:
+        picks = picks.scaled(scale)
+    per_micrograph = str(destination).endswith("/") or destination.is_dir() or not destination.suffix
+    if per_micrograph:
+        if to_fmt is None:
+            raise SettingsError("give --to when writing one file per micrograph into a directory")
+        files = write_coordinates_per_micrograph(picks, destination, to_fmt, suffix, box_size=box_size)
+        log.info("wrote %d picks to %d file(s) in %s", len(picks), len(files), destination)
+    else:
+        write_coordinates(picks, destination, to_fmt, box_size)
+        log.info("wrote %d picks to %s", len(picks), destination)
+
+
+# ------------------------------------------------------------------ train
+@main.command()
+@micrographs_option
+@click.option("-l", "--labels", type=click.Path(path_type=Path), required=True,
+              help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a directory of them.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory for the model.")
+@click.option("-d", "--particle-diameter", type=float, required=True, help="Particle diameter in A.")
+@click.option("-n", "--expected-particles", type=float, default=None,
+              help="Expected particles per micrograph (sets pi). If omitted, pupick assumes twice the mean "
+                   "number you labelled per labelled micrograph and logs it; a rough guess within 2x is fine.")
+@scale_options
+@click.option("--model", "architecture", type=click.Choice(["resnet8", "resnet16", "conv31", "conv63", "conv127"]),
+              default="resnet8", show_default=True, help="Classifier architecture.")
+@click.option("--width", type=int, default=32, show_default=True, help="Channels in the first layers.")
+@click.option("--objective", type=click.Choice(["ge-binomial", "ge-kl", "pn", "nnpu"]), default="ge-binomial",
+              show_default=True, help="PU objective.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=200, show_default=True)
+@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--training-radius", type=int, default=3, show_default=True,
+              help="Working pixels around each label counted as positive.")
+@click.option("--autoencoder", type=float, default=None,
+              help="Autoencoder weight gamma (default 10/N for N <= 250 labels, else 0).")
+@click.option("--holdout", type=float, default=0.2, show_default=True,
+              help="Fraction of labelled micrographs held out to measure precision/recall/AP per epoch.")
+@click.option("--patience", type=int, default=4, show_default=True, help="Early stopping patience in epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
+@handle_errors
+def train(micrographs, labels, output, particle_diameter, expected_particles, pixel_size, downsample,
+          normalization, architecture, width, objective, epochs, steps_per_epoch, learning_rate, training_radius,
+          autoencoder, holdout, patience, seed, device, threads):
+    """Train a classifier from micrographs and a few hundred labelled particles.
+
+    Writes OUTPUT/model.pupick, a threshold table (threshold -> particles per micrograph
+    and held-out recall, with a recommended threshold), training curves as PNG, and a
+    checkpoint: re-running the same command after an interruption resumes.
+
+    \b
+    Example: pupick train -m micrographs_ctf.star -l manualpick/ -d 150 -n 80 -o model/
+    """
+    from .api import train as run_train
+    from .coordinates import read_coordinates
+    from .reports import plot_threshold_table, plot_training
+    from .settings import TrainSettings
+    from .signals import stop_on_signals
+
+    entries = _entries(micrographs)
+    label_picks = read_coordinates(labels)
+    settings = TrainSettings(
+        particle_diameter=particle_diameter, model=architecture, width=width, objective=objective,
+        expected_particles=expected_particles, training_radius=training_radius, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, autoencoder=autoencoder,
+        holdout_fraction=holdout, patience=patience, seed=seed, device=device, num_threads=threads)
+    pre = _preprocess_settings(pixel_size, downsample, normalization, seed, output / "cache")
+    with stop_on_signals() as stop:
+        result = run_train(entries, label_picks, pre, settings, output, progress=_reporter("train"),
+                           should_stop=stop)
+    plot_training(result.history, output / "training_curve.png")
+    plot_threshold_table(result.threshold_table, output / "threshold_table.png", result.recommended_threshold)
+    _save_run_record(output, "train", click.get_current_context().params)
+    click.echo(_threshold_summary(result))
+
+
+def _threshold_summary(result) -> str:
+    lines = ["", "threshold  particles/micrograph  held-out recall"]
+    for t, n, r in result.threshold_table:
+        if t == int(t) or t == result.recommended_threshold:
+            mark = "  <- recommended" if t == result.recommended_threshold else ""
+            lines.append(f"{t:9g}  {n:20.1f}  {r:15.3f}{mark}")
+    lines.append(f"model: {result.model_path}   recommended threshold: {result.recommended_threshold:g}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ extract
+@main.command()
+@micrographs_option
+@click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
+              help="A model.pupick file from 'pupick train' (not needed with --method dog).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="A coordinate file (.txt/.star), or a directory for one file per micrograph.")
+@click.option("--format", "fmt", type=click.Choice(["txt", "star", "box"]), default=None,
+              help="Output format (default: from the extension; star for a directory).")
+@click.option("--suffix", default="", help="Per-micrograph file name suffix, e.g. _pupick.")
+@click.option("-t", "--threshold", type=float, default=None,
+              help="Score threshold on the log-likelihood-ratio scale (logit): 0 = even odds, -3 keeps picks "
+                   "~5% likely. Default: the threshold recommended at training.")
+@click.option("-r", "--radius", type=int, default=None,
+              help="NMS radius in working pixels (default: the particle radius).")
+@click.option("--edge-margin", type=int, default=None, help="Drop picks this close to the border (working px).")
+@click.option("--max-picks", type=int, default=None, help="At most this many picks per micrograph.")
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Micrographs per forward pass.")
+@click.option("--box-size", type=int, default=None, help="Box size in original pixels (for .box output).")
+@click.option("--method", type=click.Choice(["pupick", "dog"]), default="pupick", show_default=True,
+              help="'dog' = difference-of-Gaussians baseline (needs --particle-diameter, no model).")
+@click.option("-d", "--particle-diameter", type=float, default=None, help="Particle diameter in A (for --method dog).")
+@scale_options
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@threads_option
+@handle_errors
+def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size,
+            box_size, method, particle_diameter, pixel_size, downsample, normalization, device, threads):
+    """Pick particles on micrographs with a trained model.
+
+    Coordinates are written in unbinned pixels of the original micrographs, with the
+    score (log-likelihood ratio) as figure of merit.
+
+    \b
+    Example: pupick extract -m micrographs_ctf.star --model model/model.pupick -o picks.star
+    """
+    from .coordinates import write_coordinates, write_coordinates_per_micrograph
+    from .device import set_threads
+    from .settings import ExtractSettings
+
+    set_threads(threads)
+    entries = _entries(micrographs)
+    settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
+                               batch_size=batch_size, device=device)
+    if method == "dog":
+        from .baseline import dog_extract
+
+        if particle_diameter is None:
+            raise SettingsError("--method dog needs --particle-diameter")
+        pre = _preprocess_settings(pixel_size, downsample, "standard")
+        picks = dog_extract(entries, particle_diameter, pre, settings, progress=_reporter("dog"))
+    else:
+        from .api import extract as run_extract
+
+        if model_path is None:
+            raise SettingsError("give --model (a model.pupick file from 'pupick train')")
+        override = None
+        if pixel_size is not None or downsample is not None:
+            override = _preprocess_settings(pixel_size, downsample, normalization)
+        picks = run_extract(model_path, entries, settings, override, progress=_reporter("extract"))
+    per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
+    if per_micrograph:
+        files = write_coordinates_per_micrograph(picks, output, fmt or "star", suffix,
+                                                 names=[e.name for e in entries], box_size=box_size)
+        log.info("wrote %d picks in %d file(s) to %s", len(picks), len(files), output)
+    else:
+        write_coordinates(picks, output, fmt, box_size)
+        log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)
+
+
+# ------------------------------------------------------------------ evaluate
+@main.command()
+@click.option("-p", "--picks", "picks_path", type=click.Path(path_type=Path), required=True,
+              help="Picks (file or directory) with scores.")
+@click.option("-r", "--reference", type=click.Path(path_type=Path), required=True,
+              help="Reference coordinates (file or directory).")
+@click.option("--radius", type=float, default=None,
+              help="Matching radius in original pixels (default: particle radius from --particle-diameter and --pixel-size).")
+@click.option("-d", "--particle-diameter", type=float, default=None, help="Particle diameter in A.")
+@click.option("--pixel-size", type=float, default=None, help="Micrograph pixel size in A/px.")
+@click.option("-t", "--threshold", type=float, default=None, help="Score threshold for precision/recall/F1.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Directory for pr_curve.csv and pr_curve.png.")
+@handle_errors
+def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, threshold, output):
+    """Precision, recall, F1 and average precision of picks against reference coordinates.
+
+    Each reference particle matches at most one pick within the radius (best score first).
+
+    \b
+    Example: pupick evaluate -p picks.txt -r truth.txt -d 150 --pixel-size 1.5 -o eval/
+    """
+    from .coordinates import read_coordinates
+    from .evaluation import evaluate as run_evaluate
+    from .reports import plot_pr_curve
+
+    if radius is None:
+        if particle_diameter is None or pixel_size is None:
+            raise SettingsError("give --radius, or --particle-diameter and --pixel-size")
+        radius = particle_diameter / 2 / pixel_size
+    picks = read_coordinates(picks_path)
+    ref = read_coordinates(reference)
+    full = run_evaluate(picks, ref, radius)
+    at = run_evaluate(picks.above(threshold), ref, radius) if threshold is not None else full
+    click.echo(f"picks {at.n_picks}  reference {at.n_reference}  matched {at.n_true_positive}  radius {radius:g} px")
+    click.echo(f"precision {at.precision:.3f}  recall {at.recall:.3f}  F1 {at.f1:.3f}  "
+               f"average precision {full.average_precision:.3f}")
+    if output is not None:
+        output.mkdir(parents=True, exist_ok=True)
+        full.to_csv(output / "pr_curve.csv")
+        plot_pr_curve(full, output / "pr_curve.png")
+        log.info("wrote %s and %s", output / "pr_curve.csv", output / "pr_curve.png")
+
+
+# ------------------------------------------------------------------ demo
+@main.command()
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"), show_default=True,
+              help="Directory for the demo data and results.")
+@click.option("--preset", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True)
+@click.option("--quick", is_flag=True, help="A much shorter run (smoke test; lower AP).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@threads_option
+@handle_errors
+def demo(output, preset, quick, seed, device, threads):
+    """Generate synthetic micrographs, train on ~300 labels, pick held-out micrographs, evaluate.
+
+    Writes PNG pictures (picks over a micrograph, precision-recall curves of pupick and a
+    difference-of-Gaussians baseline, training curve, threshold table) and prints the AP.
+    """
+    from .demo import run_demo
+
+    summary = run_demo(output, preset=preset, quick=quick, seed=seed, device=device, threads=threads)
+    click.echo(summary)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,340 @@
+"""The PU training loop: sampling, objective, validation on held-out micrographs, checkpoints.
+
+Training is deterministic for a given seed on the CPU; a checkpoint is written after
+every epoch (and when a stop is requested), and a run finds and resumes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+from .device import autocast, resolve_device, set_threads
+from .errors import AbortRequested, InputError
+from .evaluation import evaluate as evaluate_picks
+from .fsio import atomic_path
+from .model_io import PickerModel
+from .models import build_model
+from .nms import find_peaks
+from .objectives import default_autoencoder_weight, make_objective
+from .picks import Picks
+from .preprocess import PreparedMicrograph
+from .sampling import IGNORE, POSITIVE, UNLABELED, PatchSampler, TrainingImage, label_mask, positive_fraction_pi
+from .scoring import score_batch
+from .settings import PreprocessSettings, TrainSettings
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, str], None]
+ShouldStop = Callable[[], bool]
+
+#: thresholds (logit scale) tabulated after training
+THRESHOLD_GRID = tuple(float(t) for t in np.arange(-8.0, 8.01, 0.5))
+#: held-out recall the recommended threshold keeps
+TARGET_RECALL = 0.9
+#: unlabeled pixels per GE-binomial count: the count distribution is evaluated on groups
+#: of this many pixels (the minibatch size the method was designed for), not on all of a
+#: dense batch at once, whose sharp Gaussian would swamp the positive term.
+GE_GROUP = 256
+#: autoencoder reconstructions per step (a subsample of output locations keeps it cheap)
+AUTOENCODER_SAMPLES = 64
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the model, its file, per-epoch history and threshold help."""
+
+    model: PickerModel
+    model_path: Path
+    history: list[dict[str, Any]]
+    threshold_table: list[tuple[float, float, float]]
+    recommended_threshold: float
+    pi: float
+    expected_particles: float
+    holdout: list[str] = field(default_factory=list)
+
+
+def suggest_expected_particles(labelled_counts: Sequence[int], area: float, radius: float) -> float:
+    """A guess at particles per micrograph when the user gives none.
+
+    Users label the clearest particles, so the guess is twice the mean labelled count per
+    labelled micrograph, capped at what fits at 50% area coverage. Logged so users can
+    correct it with --expected-particles.
+    """
+    mean = float(np.mean(labelled_counts)) if len(labelled_counts) else 1.0
+    capacity = 0.5 * area / (math.pi * radius**2)
+    return float(max(1.0, min(2.0 * mean, capacity)))
+
+
+def split_holdout(names: Sequence[str], fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, held-out) micrograph names; at least one of each when there are >= 2 and fraction > 0."""
+    names = list(names)
+    if fraction <= 0 or len(names) < 2:
+        return names, []
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(names))
+    n_hold = min(len(names) - 1, max(1, int(round(fraction * len(names)))))
+    hold = sorted(names[i] for i in order[:n_hold])
+    return [n for n in names if n not in hold], hold
+
+
+def _fingerprint(settings: TrainSettings, preprocess: PreprocessSettings, names: Sequence[str], n_labels: int) -> str:
+    data = {"train": settings.to_dict(), "pre": preprocess.to_dict(), "names": list(names), "n": n_labels}
+    data["train"].pop("device", None)
+    data["train"].pop("num_threads", None)
+    data["pre"].pop("cache_dir", None)
+    return hashlib.sha1(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _working_labels(prepared: PreparedMicrograph, picks: Picks) -> np.ndarray:
+    cols, rows = prepared.to_working(picks.x, picks.y)
+    h, w = prepared.image.shape
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    return np.stack([rows[inside], cols[inside]], axis=1)
+
+
+def _picks_at(maps: Sequence[torch.Tensor], names: Sequence[str], radius: float, threshold: float,
+              edge_margin: int) -> Picks:
+    tables = []
+    for name, smap in zip(names, maps):
+        rows, cols, scores = find_peaks(smap, radius=max(1, int(round(radius))), threshold=threshold,
+                                        edge_margin=edge_margin)
+        tables.append(Picks.for_one(name, cols, rows, scores))
+    return Picks.concat(tables)
+
+
+class Trainer:
+    """One training run; ``run()`` does the epochs and returns the best network's state."""
+
+    def __init__(self, prepared: Sequence[PreparedMicrograph], labels: Picks, settings: TrainSettings,
+                 preprocess: PreprocessSettings, workdir: Path, progress: Progress | None = None,
+                 should_stop: ShouldStop | None = None) -> None:
+        self.settings = settings
+        self.preprocess = preprocess
+        self.workdir = Path(workdir)
+        self.progress = progress
+        self.should_stop = should_stop or (lambda: False)
+        self.device = resolve_device(settings.device)
+        set_threads(settings.num_threads)
+        torch.manual_seed(settings.seed)
+        self.by_name = {p.name: p for p in prepared}
+        labelled = [p.name for p in prepared if len(labels.for_micrograph(p.name))]
+        if not labelled:
+            raise InputError("no labelled particle falls on any of the given micrographs")
+        self.train_names, self.holdout_names = split_holdout(labelled, settings.holdout_fraction, settings.seed)
+        self.labels = labels
+        self.working_labels = {n: _working_labels(self.by_name[n], labels.for_micrograph(n)) for n in labelled}
+        self.n_train_labels = int(sum(len(self.working_labels[n]) for n in self.train_names))
+        self.radius = float(np.mean([settings.particle_diameter / 2 / p.working_pixel_size
+                                     if p.working_pixel_size else 0 for p in prepared])) or 10.0
+        self._setup_pi(prepared)
+        gamma = settings.autoencoder if settings.autoencoder is not None else default_autoencoder_weight(self.n_train_labels)
+        self.gamma = float(gamma)
+        self.net = build_model(settings.model, settings.width, autoencoder=self.gamma > 0).to(self.device)
+        self.objective = make_objective(settings.objective, self.pi, settings.ge_weight)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
+        images = [TrainingImage(self.by_name[n].image,
+                                label_mask(self.by_name[n].image.shape, self.working_labels[n][:, 0],
+                                           self.working_labels[n][:, 1], settings.training_radius),
+                                self.working_labels[n])
+                  for n in self.train_names]
+        self.sampler = PatchSampler(images, self.net.receptive_field, settings.patch_size, seed=settings.seed)
+        self.fingerprint = _fingerprint(settings, preprocess, self.train_names + self.holdout_names, len(labels))
+        self.checkpoint_path = self.workdir / "checkpoint.pt"
+
+    def _setup_pi(self, prepared: Sequence[PreparedMicrograph]) -> None:
+        s = self.settings
+        areas = [self.by_name[n].image.size for n in self.train_names]
+        counts = [len(self.working_labels[n]) for n in self.train_names]
+        if s.expected_particles is None:
+            self.expected = suggest_expected_particles(counts, float(np.mean(areas)), self.radius)
+            log.info("no expected particle count given: assuming %.0f per micrograph (2x the mean labelled "
+                     "count); set --expected-particles if you know better", self.expected)
+        else:
+            self.expected = float(s.expected_particles)
+        self.pi = positive_fraction_pi(self.expected, float(np.mean(counts)), s.training_radius, float(np.mean(areas)))
+        log.info("pi (positive fraction of unlabeled pixels) = %.4f", self.pi)
+
+    # ------------------------------------------------------------ one step
+    def _step(self) -> float:
+        s = self.settings
+        patches, masks = self.sampler.sample(s.minibatch_size, s.positive_fraction)
+        x = torch.from_numpy(patches).to(self.device)
+        m = torch.from_numpy(masks).to(self.device)
+        self.net.train()
+        with autocast(self.device):
+            features = self.net.features(x)
+            logits = self.net.classify(features)[:, 0].float()
+        pos = logits[m == POSITIVE]
+        unl = logits[m == UNLABELED]
+        loss = self._objective(pos, unl)
+        if self.gamma > 0:
+            loss = loss + self.gamma * self._autoencoder_term(x, features)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach())
+
+    def _objective(self, pos: torch.Tensor, unl: torch.Tensor) -> torch.Tensor:
+        if self.settings.objective != "ge-binomial" or unl.numel() < 2 * GE_GROUP:
+            return self.objective(pos, unl)
+        groups = unl.numel() // GE_GROUP
+        order = torch.randperm(unl.numel(), device=unl.device)[: groups * GE_GROUP]
+        chunks = unl[order].view(groups, GE_GROUP)
+        return torch.stack([self.objective(pos, chunk) for chunk in chunks]).mean()
+
+    def _autoencoder_term(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = features.shape
+        rf = self.net.receptive_field
+        idx = torch.randint(0, b * h * w, (AUTOENCODER_SAMPLES,), device=x.device,
+                            generator=None)
+        bi, rem = idx // (h * w), idx % (h * w)
+        yi, xi = rem // w, rem % w
+        chosen = features[bi, :, yi, xi][:, :, None, None].float()
+        recon = self.net.reconstruct(chosen).reshape(AUTOENCODER_SAMPLES, rf * rf)
+        offsets = torch.arange(rf, device=x.device)
+        rows = (yi[:, None] + offsets[None, :])[:, :, None]
+        cols = (xi[:, None] + offsets[None, :])[:, None, :]
+        target = x[bi[:, None, None], 0, rows, cols].reshape(AUTOENCODER_SAMPLES, rf * rf)
+        return torch.mean((recon - target) ** 2)
+
+    # ------------------------------------------------------------ validation
+    def _validate(self, names: Sequence[str]) -> dict[str, float]:
+        if not names:
+            return {}
+        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
+        picks = _picks_at(maps, names, self.radius, -math.inf, 0)
+        reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
+                                 for n in names)
+        result = evaluate_picks(picks.above(0.0), reference, self.radius)
+        full = evaluate_picks(picks, reference, self.radius)
+        return {"precision": result.precision, "recall": result.recall, "ap": full.average_precision}
+
+    # ------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, epoch: int, history: list, best: dict) -> None:
+        state = {
+            "fingerprint": self.fingerprint,
+            "epoch": epoch,
+            "history": json.dumps(history),
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_state": best.get("state"),
+            "best": json.dumps({k: v for k, v in best.items() if k != "state"}),
+            "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
+            "torch_rng": torch.get_rng_state(),
+        }
+        with atomic_path(self.checkpoint_path) as tmp:
+            torch.save(state, tmp)
+
+    def _load_checkpoint(self) -> tuple[int, list, dict] | None:
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a torn or foreign checkpoint: start over, never crash
+            log.warning("ignoring unreadable checkpoint %s (%s)", self.checkpoint_path, str(exc).splitlines()[0][:100])
+            return None
+        if state.get("fingerprint") != self.fingerprint:
+            log.warning("checkpoint %s is from a run with other settings or data: starting afresh", self.checkpoint_path)
+            return None
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        best = json.loads(state["best"])
+        best["state"] = state["best_state"]
+        return int(state["epoch"]), json.loads(state["history"]), best
+
+    # ------------------------------------------------------------ the loop
+    def run(self) -> tuple[list[dict[str, Any]], dict]:
+        s = self.settings
+        start_epoch, history, best = 0, [], {"ap": -1.0, "epoch": 0, "state": None, "since": 0}
+        resumed = self._load_checkpoint()
+        if resumed:
+            start_epoch, history, best = resumed
+            log.info("resuming from checkpoint after epoch %d of %d", start_epoch, s.epochs)
+        total = s.epochs * s.steps_per_epoch
+        for epoch in range(start_epoch + 1, s.epochs + 1):
+            if best.get("since", 0) >= s.patience and self.holdout_names:
+                log.info("early stop: held-out AP has not improved for %d epochs", s.patience)
+                break
+            started = time.perf_counter()
+            losses = []
+            for step in range(s.steps_per_epoch):
+                if self.should_stop():
+                    raise AbortRequested(f"stopped during epoch {epoch}; the checkpoint after epoch "
+                                         f"{epoch - 1} is kept and a re-run resumes from it")
+                losses.append(self._step())
+                if self.progress:
+                    done = (epoch - 1) * s.steps_per_epoch + step + 1
+                    self.progress(done, total, f"epoch {epoch}/{s.epochs} loss {np.mean(losses):.4f}")
+            metrics = self._validate(self.holdout_names)
+            record = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - started, **metrics}
+            history.append(record)
+            score = metrics.get("ap", float(epoch))  # without hold-out, the last epoch is the best
+            if score > best["ap"]:
+                best = {"ap": score, "epoch": epoch, "since": 0,
+                        "state": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
+            else:
+                best["since"] = best.get("since", 0) + 1
+            log.info("epoch %d/%d  loss %.4f  %s", epoch, s.epochs, record["loss"],
+                     "  ".join(f"held-out {k} {v:.3f}" for k, v in metrics.items()) or "(no held-out micrographs)")
+            self._save_checkpoint(epoch, history, best)
+        if best.get("state") is not None:
+            self.net.load_state_dict(best["state"])
+        return history, best
+
+    # ------------------------------------------------------------ threshold help
+    def threshold_table(self) -> tuple[list[tuple[float, float, float]], float]:
+        """(threshold, picks per micrograph, held-out recall) rows and the recommended threshold.
+
+        Recall against labels is meaningful in PU data (precision is not: unlabelled true
+        particles count as false), so the recommendation is the highest threshold that
+        keeps TARGET_RECALL of the held-out labelled particles.
+        """
+        names = self.holdout_names or self.train_names
+        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
+        picks = _picks_at(maps, names, self.radius, THRESHOLD_GRID[0], 0)
+        reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
+                                 for n in names)
+        rows = []
+        for t in THRESHOLD_GRID:
+            kept = picks.above(t)
+            recall = evaluate_picks(kept, reference, self.radius).recall if len(reference) else float("nan")
+            rows.append((t, len(kept) / len(names), float(recall)))
+        good = [t for t, _, r in rows if r >= TARGET_RECALL]
+        recommended = max(good) if good else THRESHOLD_GRID[0]
+        return rows, float(recommended)
+
+    def model_info(self, gmm: dict | None, recommended: float, table: list) -> dict[str, Any]:
+        first = next(iter(self.by_name.values()))
+        pixel_size = first.working_pixel_size
+        return {
+            "architecture": self.settings.model,
+            "width": self.settings.width,
+            "autoencoder": self.gamma > 0,
+            "receptive_field": int(self.net.receptive_field),
+            "pixel_size": pixel_size,
+            "downsample": float(first.scale[0]),
+            "particle_diameter": self.settings.particle_diameter,
+            "normalization": self.preprocess.normalization,
+            "gmm": gmm,
+            "pi": self.pi,
+            "expected_particles": self.expected,
+            "recommended_threshold": recommended,
+            "threshold_table": table,
+            "train_settings": self.settings.to_dict(),
+            "preprocess_settings": self.preprocess.to_dict(),
+            "trained_with": __version__,
+        }
