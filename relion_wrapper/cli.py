@@ -1,0 +1,215 @@
+"""pupick-relion: pupick as a RELION External job (RELION 3.1, 4.0 and 5.0).
+
+In RELION, add an External job, set "External executable" to pupick-relion, connect
+"Input micrographs" (CtfFind or MotionCorr output) and, to train, "Input coordinates"
+(Manual picking) or "Input particles", and add parameters such as
+
+    diameter 150          particle diameter in A (needed to train)
+    mode     train+extract | train | extract
+    model    External/job007/model.pupick   (mode extract)
+
+RELION then runs, from the project directory:
+
+    pupick-relion --o External/job012/ --in_mics CtfFind/job003/micrographs_ctf.star \\
+        --in_coords ManualPick/job004/coords_suffix_manualpick.star --diameter 150 --j 4
+
+The job writes one coordinate STAR file per micrograph, the coordinate node (3.1:
+coords_suffix_pupick.star, 4.0/5.0: autopick.star), RELION_OUTPUT_NODES.star, PNG
+pictures, and exactly one RELION_JOB_EXIT_* marker. Arguments it does not use are
+logged and ignored. See docs/relion.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+
+from .choices import DEVICES, MODES
+
+log = logging.getLogger(__name__)
+
+#: Value options: RELION may pass them with an empty value (``--threshold --j 1``).
+_VALUE_OPTIONS: dict[str, str] = {
+    "mode": f"{' | '.join(MODES)} (default train+extract)",
+    "diameter": "particle diameter in A (required to train)",
+    "pixel_size": "working pixel size in A/px (default: chosen from the diameter)",
+    "downsample": "downsampling factor (instead of pixel_size)",
+    "expected_particles": "expected particles per micrograph (default: estimated from the labels)",
+    "threshold": "score threshold, log-likelihood ratio (default: the one recommended at training)",
+    "epochs": "training epochs (engine default)",
+    "steps_per_epoch": "training steps per epoch (engine default)",
+    "minibatch_size": "patches per training step (engine default)",
+    "model_arch": "network: resnet8, resnet16, conv31, conv63, conv127 (engine default)",
+    "objective": "ge-binomial, ge-kl, pn or nnpu (engine default)",
+    "normalization": "gmm or standard (engine default)",
+    "model": "trained model file (required with mode extract)",
+    "max_picks": "at most this many picks per micrograph",
+    "device": f"{' | '.join(DEVICES)} (default auto)",
+    "gpu": "GPU number to use (implies cuda)",
+    "seed": "random seed (default 0)",
+    "suffix": "coordinate file suffix (default pupick: <micrograph>_pupick.star)",
+    "relion_version": "3.1, 4 or 5: force the output layout (default: detected)",
+    "pictures": "how many micrographs to draw with their picks (default 3)",
+}
+
+
+class _ArgumentError(Exception):
+    """argparse found a malformed command line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise _ArgumentError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line RELION's External job produces, plus pupick's parameters."""
+    parser = _Parser(
+        prog="pupick-relion",
+        description=(__doc__ or "").split("\n\n", 1)[0],
+        epilog="Unknown --options (other RELION inputs, extra parameters) are logged and ignored.",
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    io = parser.add_argument_group("RELION inputs")
+    io.add_argument("--o", required=True, metavar="JOBDIR", help="job directory (RELION passes it)")
+    io.add_argument("--in_mics", metavar="STAR", help="micrographs STAR file")
+    io.add_argument(
+        "--in_coords", metavar="STAR", help="labelled coordinates (coords_suffix_*.star or manualpick.star)"
+    )
+    io.add_argument("--in_parts", metavar="STAR", help="particles STAR file to train on")
+    io.add_argument("--j", metavar="N", help="threads (RELION's 'Number of threads')")
+    params = parser.add_argument_group("pupick parameters (RELION: Param label / Param value)")
+    for name, text in _VALUE_OPTIONS.items():
+        params.add_argument(f"--{name}", nargs="?", const="", default=None, metavar="VALUE", help=text)
+    params.add_argument(
+        "--debug",
+        nargs="?",
+        const="yes",
+        default=None,
+        metavar="YES|NO",
+        help="print tracebacks to run.err too",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """Parse RELION's command line; returns the namespace and the arguments we ignore."""
+    return build_parser().parse_known_args(list(argv))
+
+
+def _job_dir_from(argv: Sequence[str]) -> str | None:
+    """The value of ``--o`` even when the rest of the command line is malformed."""
+    items = list(argv)
+    for i, item in enumerate(items):
+        if item == "--o" and i + 1 < len(items) and not items[i + 1].startswith("--"):
+            return items[i + 1]
+        if item.startswith("--o="):
+            return item[4:]
+    return None
+
+
+def _debug_from(argv: Sequence[str]) -> bool:
+    """Whether ``--debug`` is on (``--debug``, ``--debug Yes``), read before full parsing."""
+    items = list(argv)
+    if "--debug" not in items:
+        return False
+    i = items.index("--debug")
+    value = items[i + 1].strip().lower() if i + 1 < len(items) and not items[i + 1].startswith("--") else ""
+    return value not in ("no", "n", "false", "0", "off")
+
+
+@contextlib.contextmanager
+def _logging_to_stdout(debug: bool) -> Iterator[None]:
+    """run.out gets every log line at once, warnings too (run.err keeps the one error line)."""
+    root = logging.getLogger()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    logging.captureWarnings(True)
+    try:
+        yield
+    finally:
+        handler.flush()
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``pupick-relion``; returns the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        build_parser().print_help()
+        return 0
+    job_dir = _job_dir_from(argv)
+    if job_dir is None:
+        print(
+            "pupick-relion: missing --o <job directory> (RELION passes it; see pupick-relion --help)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    debug = _debug_from(argv)
+    with _logging_to_stdout(debug):
+        return _run(argv, job_dir, debug)
+
+
+def _run(argv: list[str], job_dir: str, debug: bool) -> int:
+    """Parse, then run the job under RELION's exit-marker contract."""
+    try:
+        from pupick_ext import SettingsError
+
+        from . import workflow
+        from .job import JobDirectory, run_job
+        from .params import params_from_args
+
+        job = JobDirectory(job_dir)
+        job.path.mkdir(parents=True, exist_ok=True)
+    except Exception as exc:  # the engine cannot even be imported: still tell RELION
+        return _fail_early(job_dir, f"pupick-relion: cannot start ({type(exc).__name__}: {exc})")
+
+    def body() -> None:
+        log.info("pupick-relion %s", " ".join(argv))
+        try:
+            args, ignored = parse_args(argv)
+        except _ArgumentError as exc:
+            raise SettingsError(f"bad command line: {exc}") from None
+        params = params_from_args(args)
+        if ignored:
+            log.info("Ignoring arguments pupick-relion does not use: %s", " ".join(ignored))
+        inputs = workflow.JobInputs(
+            job_dir=args.o,
+            in_mics=args.in_mics,
+            in_coords=args.in_coords,
+            in_parts=args.in_parts,
+            argv=argv,
+            ignored=ignored,
+        )
+        workflow.run(inputs, params, job)
+        log.info("Done.")
+
+    return run_job(job, body, debug=debug)
+
+
+def _fail_early(job_dir: str, message: str) -> int:
+    """Write the failure marker with nothing but the standard library."""
+    from pathlib import Path
+
+    log.error("ERROR: %s", message)
+    print(message.splitlines()[0] if message else "pupick-relion failed", file=sys.stderr, flush=True)
+    try:
+        Path(job_dir).mkdir(parents=True, exist_ok=True)
+        (Path(job_dir) / "RELION_JOB_EXIT_FAILURE").touch()
+    except OSError:
+        pass
+    return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""One External-job run: RELION inputs -> engine settings -> train and/or pick -> RELION outputs.
+
+Re-running the job (RELION's Continue, or a Scheme running it again as micrographs
+arrive) picks only micrographs without a finished coordinate file, rewrites the index so
+it lists all of them, and reuses the job's model instead of training again.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pupick_ext
+from pupick_ext import (
+    MODEL_FILE,
+    InputError,
+    PickerModel,
+    Picks,
+    extract_iter,
+    load_model,
+    train,
+    write_atomic,
+    write_coordinate_star,
+)
+
+from . import nodes, reports
+from .job import JobDirectory
+from .params import JobParams, Settings, build_settings
+from .progress import ProgressLog
+from .star_io import RelionMicrograph, read_labels, read_micrographs, read_particle_labels
+
+log = logging.getLogger(__name__)
+
+TRAINING_DIR = "training"
+RUN_RECORD = "pupick_runs.json"
+
+
+@dataclass(frozen=True)
+class JobInputs:
+    """What RELION connected to the job, as the command line named it."""
+
+    job_dir: str
+    in_mics: str | None = None
+    in_coords: str | None = None
+    in_parts: str | None = None
+    argv: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    """What a run produced (for the summary and the tests)."""
+
+    version: str = ""
+    picked_now: list[str] = field(default_factory=list)
+    coordinate_files: list[tuple[str, str]] = field(default_factory=list)
+    model_path: Path | None = None
+    trained: bool = False
+
+
+def run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcome | None = None) -> Outcome:
+    """Do the job described by ``inputs`` and ``params`` in ``job`` (raises on failure or abort)."""
+    outcome = outcome if outcome is not None else Outcome()
+    project = Path.cwd()
+    version, why = nodes.detect_version(project, inputs.job_dir, inputs.in_coords, params.relion_version)
+    outcome.version = version
+    log.info("RELION %s output layout (from %s)", "3.1" if version == "3.1" else f"{version}.0", why)
+    settings = build_settings(params)
+    if not inputs.in_mics:
+        raise InputError(
+            "no input micrographs: connect a micrographs STAR file (e.g. CtfFind/jobNNN/"
+            "micrographs_ctf.star) to 'Input micrographs'"
+        )
+    micrographs = read_micrographs(inputs.in_mics)
+    log.info("Input micrographs: %d in %s", len(micrographs), inputs.in_mics)
+    _append_run_record(job, inputs, params, settings, version)
+    job.check_abort()
+
+    model: PickerModel | None = None
+    if params.trains:
+        model = _train_or_reuse(inputs, params, settings, micrographs, job, outcome)
+    if params.extracts:
+        if model is None:
+            assert params.model is not None
+            log.info("Loading model %s", params.model)
+            model = load_model(params.model)
+        _pick(model, params, settings, micrographs, inputs, job, version, outcome)
+    return outcome
+
+
+# ------------------------------------------------------------------ training
+def _train_or_reuse(
+    inputs: JobInputs,
+    params: JobParams,
+    settings: Settings,
+    micrographs: list[RelionMicrograph],
+    job: JobDirectory,
+    outcome: Outcome,
+) -> PickerModel:
+    model_path = job.path / MODEL_FILE
+    outcome.model_path = model_path
+    if model_path.is_file():
+        log.info(
+            "Model %s exists from an earlier run of this job: training skipped (delete it to train again)",
+            model_path,
+        )
+        return load_model(model_path)
+    labels = _labels(inputs, micrographs)
+    labelled = [m.entry for m in micrographs if m.entry.name in set(labels.names)]
+    log.info("Training labels: %d particles on %d micrographs", len(labels), len(labelled))
+    assert settings.train is not None
+    log.info("Training settings: %s", _short(settings.train.to_dict()))
+    workdir = job.path / TRAINING_DIR
+    result = train(
+        labelled,
+        labels,
+        settings.preprocess,
+        settings.train,
+        workdir,
+        progress=ProgressLog("Training"),
+        should_stop=job.abort_requested,
+    )
+    job.check_abort()
+    result.model.save(model_path)  # atomic: a half-written model never looks finished
+    outcome.trained = True
+    log.info("Model saved: %s (recommended threshold %.3g)", model_path, result.recommended_threshold)
+    reports.training_pictures(job.path, result)
+    return result.model
+
+
+def _labels(inputs: JobInputs, micrographs: list[RelionMicrograph]) -> Picks:
+    if not inputs.in_coords and not inputs.in_parts:
+        raise InputError(
+            "training needs labelled particles: connect the Manual picking coordinates to "
+            "'Input coordinates' (or selected particles to 'Input particles')"
+        )
+    tables = []
+    if inputs.in_coords:
+        tables.append(read_labels(inputs.in_coords, micrographs))
+        log.info("Labels from %s: %d particles", inputs.in_coords, len(tables[-1]))
+    if inputs.in_parts:
+        tables.append(read_particle_labels(inputs.in_parts, micrographs))
+        log.info("Labels from %s: %d particles (origin shifts added back)", inputs.in_parts, len(tables[-1]))
+    labels = Picks.concat(tables)
+    if len(labels) == 0:
+        source = inputs.in_coords or inputs.in_parts
+        raise InputError(f"no labelled particles on any micrograph of {inputs.in_mics}", source)
+    return labels
+
+
+# ------------------------------------------------------------------ picking
+def _pick(
+    model: PickerModel,
+    params: JobParams,
+    settings: Settings,
+    micrographs: list[RelionMicrograph],
+    inputs: JobInputs,
+    job: JobDirectory,
+    version: str,
+    outcome: Outcome,
+) -> None:
+    target = {
+        m.relion_name: nodes.coordinate_path(inputs.job_dir, m.relion_name, params.suffix)
+        for m in micrographs
+    }
+    todo = [m for m in micrographs if not Path(target[m.relion_name]).is_file()]
+    log.info(
+        "Picking %d micrograph(s); %d already have coordinates from an earlier run",
+        len(todo),
+        len(micrographs) - len(todo),
+    )
+    by_name = {m.entry.name: m for m in todo}
+    picked: list[tuple[RelionMicrograph, Picks]] = []
+    total = 0
+    try:
+        if todo:
+            stream = extract_iter(
+                model,
+                [m.entry for m in todo],
+                settings.extract,
+                None,
+                progress=ProgressLog("Picking"),
+                should_stop=job.abort_requested,
+            )
+            for entry, picks in stream:
+                micrograph = by_name[entry.name]
+                path = target[micrograph.relion_name]
+                write_coordinate_star(picks, path)
+                outcome.picked_now.append(micrograph.relion_name)
+                picked.append((micrograph, picks))
+                total += len(picks)
+                log.info("%s: %d particles -> %s", micrograph.relion_name, len(picks), path)
+                job.check_abort()
+    finally:
+        # Whatever happened, the index lists exactly the finished coordinate files.
+        outcome.coordinate_files = _write_index(micrographs, target, inputs, job, version, params.suffix)
+    n_files = len(outcome.coordinate_files)
+    log.info(
+        "Picked %d particles on %d micrograph(s) in this run; the job now has coordinates for "
+        "%d of %d micrographs",
+        total,
+        len(picked),
+        n_files,
+        len(micrographs),
+    )
+    _write_output_nodes(inputs, job, version, params.suffix)
+    reports.picking_pictures(job.path, picked, outcome.coordinate_files, model, params)
+
+
+def _write_index(
+    micrographs: list[RelionMicrograph],
+    target: dict[str, str],
+    inputs: JobInputs,
+    job: JobDirectory,
+    version: str,
+    suffix: str,
+) -> list[tuple[str, str]]:
+    rows = [
+        (m.relion_name, target[m.relion_name]) for m in micrographs if Path(target[m.relion_name]).is_file()
+    ]
+    index = nodes.index_path(inputs.job_dir, version, suffix)
+    if version == "3.1":
+        assert inputs.in_mics is not None
+        write_atomic(index, nodes.suffix_index_text(inputs.in_mics))
+    else:
+        write_atomic(index, nodes.autopick_index_text(rows, version))
+    return rows
+
+
+def _write_output_nodes(inputs: JobInputs, job: JobDirectory, version: str, suffix: str) -> None:
+    index = nodes.index_path(inputs.job_dir, version, suffix)
+    declared = [(index, nodes.COORDS_NODE_TYPE[version])]
+    write_atomic(job.path / nodes.OUTPUT_NODES_FILE, nodes.output_nodes_text(declared, version))
+    log.info("Output node: %s (type %s)", index, nodes.COORDS_NODE_TYPE[version])
+
+
+# ------------------------------------------------------------------ record
+def _short(values: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items() if v is not None)
+
+
+def _append_run_record(
+    job: JobDirectory, inputs: JobInputs, params: JobParams, settings: Settings, version: str
+) -> None:
+    """Every run leaves its command line, versions and settings beside its outputs."""
+    path = job.path / RUN_RECORD
+    runs: list[dict[str, Any]] = []
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            runs = loaded if isinstance(loaded, list) else []
+        except (OSError, ValueError):
+            log.warning("%s is unreadable; starting a new record", path)
+    runs.append(
+        {
+            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": [Path(sys.argv[0]).name, *inputs.argv],
+            "cwd": os.getcwd(),
+            "pupick_version": getattr(pupick_ext, "__version__", "unknown"),
+            "relion_layout": version,
+            "ignored_arguments": inputs.ignored,
+            "params": params.to_dict(),
+            "preprocess": settings.preprocess.to_dict(),
+            "train": settings.train.to_dict() if settings.train else None,
+            "extract": settings.extract.to_dict(),
+        }
+    )
+    write_atomic(path, json.dumps(runs, indent=2, default=str) + "\n")
