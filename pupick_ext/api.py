@@ -138,6 +138,8 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
             log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
         maps = score_batch(net, [p.image for p in prepared], device, tile_size=settings.tile_size)
         for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
+            if i and should_stop is not None and should_stop():
+                raise AbortRequested("stopped between micrographs; finished micrographs are kept")
             rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
                                             max_picks=settings.max_picks)
             x, y = p.to_original(cols, rows)

@@ -302,47 +302,67 @@ def _threshold_summary(result) -> str:
 @click.option("-d", "--particle-diameter", type=float, default=None, help="Particle diameter in A (for --method dog).")
 @scale_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--overwrite", is_flag=True,
+              help="Re-pick micrographs that already have a coordinate file in the output directory.")
 @threads_option
 @handle_errors
 def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size,
-            box_size, method, particle_diameter, pixel_size, downsample, normalization, device, threads):
+            box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite, threads):
     """Pick particles on micrographs with a trained model.
 
     Coordinates are written in unbinned pixels of the original micrographs, with the
-    score (log-likelihood ratio) as figure of merit.
+    score (log-likelihood ratio) as figure of merit. With a directory as output, each
+    micrograph's file is written as soon as it is picked, and a re-run skips micrographs
+    that already have one (so an interrupted run just continues).
 
     \b
     Example: pupick extract -m micrographs_ctf.star --model model/model.pupick -o picks.star
     """
     from .coordinates import write_coordinates, write_coordinates_per_micrograph
     from .device import set_threads
+    from .picks import Picks
     from .settings import ExtractSettings
+    from .signals import stop_on_signals
 
     set_threads(threads)
     entries = _entries(micrographs)
     settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
                                batch_size=batch_size, device=device)
+    per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
+    fmt = fmt or ("star" if per_micrograph else None)
+    if per_micrograph and not overwrite:
+        done = [e for e in entries if (output / f"{e.name}{suffix}.{fmt}").exists()]
+        if done:
+            log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
+                     len(done), output)
+            entries = [e for e in entries if e not in done]
     if method == "dog":
         from .baseline import dog_extract
 
         if particle_diameter is None:
             raise SettingsError("--method dog needs --particle-diameter")
         pre = _preprocess_settings(pixel_size, downsample, "standard")
-        picks = dog_extract(entries, particle_diameter, pre, settings, progress=_reporter("dog"))
+        results = ((e, dog_extract([e], particle_diameter, pre, settings)) for e in entries)
     else:
-        from .api import extract as run_extract
+        from .api import extract_iter
 
         if model_path is None:
             raise SettingsError("give --model (a model.pupick file from 'pupick train')")
         override = None
         if pixel_size is not None or downsample is not None:
             override = _preprocess_settings(pixel_size, downsample, normalization)
-        picks = run_extract(model_path, entries, settings, override, progress=_reporter("extract"))
-    per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
+    with stop_on_signals() as stop:
+        if method != "dog":
+            results = extract_iter(model_path, entries, settings, override, progress=_reporter("extract"),
+                                   should_stop=stop)
+        collected = []
+        for entry, picks in results:
+            if per_micrograph:  # each micrograph's file is complete as soon as it is picked
+                write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name], box_size=box_size)
+            collected.append(picks)
+    picks = Picks.concat(collected)
     if per_micrograph:
-        files = write_coordinates_per_micrograph(picks, output, fmt or "star", suffix,
-                                                 names=[e.name for e in entries], box_size=box_size)
-        log.info("wrote %d picks in %d file(s) to %s", len(picks), len(files), output)
+        log.info("wrote %d picks for %d micrograph(s) to %s", len(picks), len(collected), output)
     else:
         write_coordinates(picks, output, fmt, box_size)
         log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)

@@ -108,14 +108,22 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
     """Particle centres of an extracted/refined particle STAR: coordinate - origin shift.
 
     RELION 3.1+ stores shifts in A (``_rlnOriginXAngst``), which are subtracted after
-    dividing by the micrograph pixel size (the particle centre is at coordinate - origin).
+    dividing by the micrograph pixel size (the particle centre is at coordinate - origin;
+    src/preprocessing.cpp). A particles STAR may not carry the micrograph pixel size; the
+    movie pixel size (``_rlnMicrographOriginalPixelSize``) is then used, which is wrong by
+    the binning factor if motion correction binned: a warning says so. Pre-3.1 shifts
+    (``_rlnOriginX``, in pixels of the extracted image) are subtracted only when the
+    particles were not rescaled, which cannot be told from the file: also warned.
     """
     if "rlnOriginXAngst" in table.columns:
         optics = tables.get("optics")
         psize = None
         if optics is not None and "rlnOpticsGroup" in table.columns:
-            column = next((c for c in ("rlnMicrographOriginalPixelSize", "rlnMicrographPixelSize", "rlnImagePixelSize")
+            column = next((c for c in ("rlnMicrographPixelSize", "rlnMicrographOriginalPixelSize")
                            if c in optics.columns), None)
+            if column == "rlnMicrographOriginalPixelSize":
+                log.warning("particle origin shifts converted with the movie pixel size "
+                            "(_rlnMicrographOriginalPixelSize); wrong if motion correction binned")
             if column:
                 lookup = dict(zip(optics["rlnOpticsGroup"].astype(int), optics[column].astype(float)))
                 psize = np.array([lookup.get(int(g), np.nan) for g in table["rlnOpticsGroup"]])
@@ -123,6 +131,8 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
             return (x - table["rlnOriginXAngst"].to_numpy(float) / psize,
                     y - table["rlnOriginYAngst"].to_numpy(float) / psize)
     elif "rlnOriginX" in table.columns:
+        log.warning("pre-3.1 particle origins (_rlnOriginX, pixels) subtracted as micrograph pixels; "
+                    "wrong if the particles were extracted with rescaling")
         return x - table["rlnOriginX"].to_numpy(float), y - table["rlnOriginY"].to_numpy(float)
     return x, y
 

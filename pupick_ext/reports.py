@@ -42,10 +42,12 @@ def plot_picks(micrograph_path: str | Path, picks: Picks, out_png: str | Path, r
                    edgecolors="#33ff33", linewidths=0.8, label=f"reference ({len(reference)})")
     if len(picks):
         scores = np.nan_to_num(picks.score, nan=0.0)
-        sc = ax.scatter(picks.x / sx, picks.y / sy, s=(2 * radius_px / sx) ** 2 * 0.6, c=scores, cmap="autumn",
-                        facecolors="none", linewidths=1.0, label=f"picks ({len(picks)})")
-        sc.set_facecolor("none")
-        fig.colorbar(sc, ax=ax, fraction=0.046, pad=0.04, label="score (log-likelihood ratio)")
+        norm = matplotlib.colors.Normalize(vmin=float(scores.min()), vmax=float(max(scores.max(), scores.min() + 1e-6)))
+        colours = matplotlib.colormaps["autumn"](norm(scores))
+        ax.scatter(picks.x / sx, picks.y / sy, s=(2 * radius_px / sx) ** 2 * 0.6, facecolors="none",
+                   edgecolors=colours, linewidths=1.0, label=f"picks ({len(picks)})")
+        mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="autumn")
+        fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, label="score (log-likelihood ratio)")
     ax.set_title(title or Path(micrograph_path).name)
     ax.set_axis_off()
     if len(picks) or (reference is not None and len(reference)):

@@ -169,7 +169,6 @@ class ExtractSettings:
     tile_size: int = 2048
     device: str = "auto"
     num_workers: int = 0
-    skip_existing: bool = True
 
     def __post_init__(self) -> None:
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
