@@ -123,7 +123,7 @@ class TrainSettings:
     minibatch_size: int = 8
     patch_size: int = 32
     positive_fraction: float = 0.25
-    learning_rate: float = 2e-4
+    learning_rate: float = 1e-3
     ge_weight: float = 1.0
     autoencoder: float | None = None
     holdout_fraction: float = 0.2

@@ -69,10 +69,10 @@ class Difficulty:
 PRESETS: dict[str, Difficulty] = {
     "easy": Difficulty(snr=0.15, particles=(38, 46), touching=0.10, contaminants=(1, 3),
                        carbon_probability=0.25, ice_gradient=0.05, structural_noise=0.15),
-    "medium": Difficulty(snr=0.07, particles=(45, 55), touching=0.15, contaminants=(2, 5),
-                         carbon_probability=0.35, ice_gradient=0.10, structural_noise=0.25),
-    "hard": Difficulty(snr=0.035, particles=(50, 60), touching=0.25, contaminants=(4, 8),
-                       carbon_probability=0.50, ice_gradient=0.15, structural_noise=0.35),
+    "medium": Difficulty(snr=0.07, particles=(45, 55), touching=0.15, contaminants=(5, 9),
+                         carbon_probability=0.5, ice_gradient=0.10, structural_noise=0.25),
+    "hard": Difficulty(snr=0.035, particles=(50, 60), touching=0.25, contaminants=(8, 12),
+                       carbon_probability=0.6, ice_gradient=0.15, structural_noise=0.35),
 }
 
 
@@ -220,7 +220,7 @@ def _contaminants(rng: np.random.Generator, n: int, shape: tuple[int, int], off:
     disks: list[tuple[float, float, float]] = []
     for _ in range(n):
         cx, cy = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[0] - 1)
-        if rng.random() < 0.35:  # a cluster of 2-3 small round balls
+        if rng.random() < 0.5:  # a cluster of 2-3 small round balls
             count = int(rng.integers(2, 4))
             blobs = []
             for _ in range(count):
