@@ -113,15 +113,26 @@ def fit_gain(samples: np.ndarray, params: GMMParams, iterations: int = 30) -> fl
     return float(gain[0, 0])
 
 
+def mixture_moments(params: GMMParams) -> tuple[float, float]:
+    """Mean and standard deviation of the fitted two-component mixture (rho = 0.5)."""
+    mu0, mu1 = params.mu
+    s0, s1 = params.sigma
+    mean = 0.5 * (mu0 + mu1)
+    variance = 0.5 * (s0**2 + s1**2) + 0.25 * (mu1 - mu0) ** 2
+    return mean, float(np.sqrt(variance))
+
+
 def gmm_normalize(image: np.ndarray, params: GMMParams, gain: float) -> np.ndarray:
-    """x' = sum_z r_z (x / a - mu_z) / s_z: the posterior-weighted standardization."""
-    x = image.astype(np.float64) / gain
-    mu, sigma = params.mu, params.sigma
-    l0 = _log_normal(x, mu[0], sigma[0])
-    l1 = _log_normal(x, mu[1], sigma[1])
-    r1 = 1.0 / (1.0 + np.exp(np.clip(l0 - l1, -500, 500)))
-    out = (1 - r1) * (x - mu[0]) / sigma[0] + r1 * (x - mu[1]) / sigma[1]
-    return out.astype(np.float32)
+    """x' = (x / a - m) / s with m, s the mixture's mean and standard deviation.
+
+    The GMM supplies the per-micrograph gain a and a contrast scale shared by all
+    micrographs; the map itself is linear. Standardizing each pixel by its own most
+    likely component (the other reading of the method) is non-linear: on the demo data
+    it halved particle contrast in thick-ice regions, where pixels fall in the darker
+    component, and the particles there went unpicked.
+    """
+    mean, std = mixture_moments(params)
+    return ((image.astype(np.float64) / gain - mean) / std).astype(np.float32)
 
 
 def standardize(image: np.ndarray) -> np.ndarray:

@@ -37,21 +37,32 @@ def plot_picks(micrograph_path: str | Path, picks: Picks, out_png: str | Path, r
     lo, hi = np.percentile(small, [1, 99])
     fig, ax = plt.subplots(figsize=(8, 8 * small.shape[0] / small.shape[1]))
     ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear")
+    from matplotlib.collections import PatchCollection
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle
+
+    handles = []
     if reference is not None and len(reference):
-        ax.scatter(reference.x / sx, reference.y / sy, s=(2 * radius_px / sx) ** 2 * 0.9, facecolors="none",
-                   edgecolors="#33ff33", linewidths=0.8, label=f"reference ({len(reference)})")
+        ring = PatchCollection([Circle((x / sx, y / sy), radius_px / sx * 1.08) for x, y in zip(reference.x, reference.y)],
+                               facecolors="none", edgecolors="#33ff33", linewidths=0.9, linestyles="--")
+        ax.add_collection(ring)
+        handles.append(Line2D([], [], color="#33ff33", ls="--", label=f"reference ({len(reference)})"))
     if len(picks):
         scores = np.nan_to_num(picks.score, nan=0.0)
         norm = matplotlib.colors.Normalize(vmin=float(scores.min()), vmax=float(max(scores.max(), scores.min() + 1e-6)))
-        colours = matplotlib.colormaps["autumn"](norm(scores))
-        ax.scatter(picks.x / sx, picks.y / sy, s=(2 * radius_px / sx) ** 2 * 0.6, facecolors="none",
-                   edgecolors=colours, linewidths=1.0, label=f"picks ({len(picks)})")
+        circles = PatchCollection([Circle((x / sx, y / sy), radius_px / sx) for x, y in zip(picks.x, picks.y)],
+                                  facecolors="none", linewidths=1.3, cmap="autumn", norm=norm)
+        circles.set_edgecolor(matplotlib.colormaps["autumn"](norm(scores)))
+        ax.add_collection(circles)
         mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap="autumn")
         fig.colorbar(mappable, ax=ax, fraction=0.046, pad=0.04, label="score (log-likelihood ratio)")
+        handles.append(Line2D([], [], color="orange", label=f"picks ({len(picks)})"))
+    ax.set_xlim(-0.5, small.shape[1] - 0.5)
+    ax.set_ylim(small.shape[0] - 0.5, -0.5)
     ax.set_title(title or Path(micrograph_path).name)
     ax.set_axis_off()
-    if len(picks) or (reference is not None and len(reference)):
-        ax.legend(loc="upper right", fontsize=8)
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=8)
     return _save(fig, out_png)
 
 
