@@ -129,7 +129,7 @@ def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None
 
 
 # ------------------------------------------------------------------ preprocess
-@main.command()
+@main.command(short_help="Downsample and normalize micrographs (what the network sees).")
 @micrographs_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @scale_options
@@ -163,7 +163,7 @@ def preprocess(micrographs, output, pixel_size, downsample, normalization, parti
 
 
 # ------------------------------------------------------------------ convert
-@main.command()
+@main.command(short_help="Convert coordinates between formats and pixel grids.")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("destination", type=click.Path(path_type=Path))
 @click.option("--from", "from_fmt", type=click.Choice(["txt", "star", "box"]), default=None,
@@ -204,7 +204,7 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
 
 
 # ------------------------------------------------------------------ train
-@main.command()
+@main.command(short_help="Train a picker from a few hundred labelled particles.")
 @micrographs_option
 @click.option("-l", "--labels", type=click.Path(path_type=Path), required=True,
               help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a directory of them.")
@@ -279,7 +279,7 @@ def _threshold_summary(result) -> str:
 
 
 # ------------------------------------------------------------------ extract
-@main.command()
+@main.command(short_help="Pick particles with a trained model (or the DoG baseline).")
 @micrographs_option
 @click.option("--model", "model_path", type=click.Path(path_type=Path), default=None,
               help="A model.pupick file from 'pupick train' (not needed with --method dog).")
@@ -369,7 +369,7 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
 
 
 # ------------------------------------------------------------------ evaluate
-@main.command()
+@main.command(short_help="Precision, recall, F1 and AP against reference picks.")
 @click.option("-p", "--picks", "picks_path", type=click.Path(path_type=Path), required=True,
               help="Picks (file or directory) with scores.")
 @click.option("-r", "--reference", type=click.Path(path_type=Path), required=True,
@@ -413,7 +413,7 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
 
 
 # ------------------------------------------------------------------ demo
-@main.command()
+@main.command(short_help="Run the whole workflow on built-in synthetic data.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"), show_default=True,
               help="Directory for the demo data and results.")
 @click.option("--preset", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True)
