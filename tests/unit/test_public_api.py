@@ -1,0 +1,167 @@
+"""The public API of pupick_ext: ``__all__`` is pinned, every name imports, and it matches docs/api.md."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+
+import pupick_ext
+
+API_DOC = Path(__file__).resolve().parents[2] / "docs" / "api.md"
+
+#: The pinned public API. Changing it is an API change: update docs/api.md, the wrappers and this list.
+PUBLIC_API = [
+    "AbortRequested",
+    "DemoData",
+    "Evaluation",
+    "ExtractSettings",
+    "InputError",
+    "MODEL_FILE",
+    "Micrograph",
+    "MicrographEntry",
+    "ModelError",
+    "PickerModel",
+    "Picks",
+    "PreprocessSettings",
+    "PupickError",
+    "SettingsError",
+    "TrainResult",
+    "TrainSettings",
+    "__version__",
+    "atomic_path",
+    "evaluate",
+    "extract",
+    "extract_iter",
+    "format_threshold_table",
+    "generate_demo_data",
+    "load_model",
+    "match_micrograph_names",
+    "micrograph_stem",
+    "plot_picks",
+    "plot_pr_curve",
+    "plot_score_histogram",
+    "plot_threshold_table",
+    "plot_training",
+    "read_coordinates",
+    "read_header",
+    "read_micrograph",
+    "read_micrograph_list",
+    "train",
+    "write_atomic",
+    "write_coordinate_star",
+    "write_coordinates",
+    "write_coordinates_per_micrograph",
+]
+
+#: Names docs/api.md presents as importable from pupick_ext (its Types and Functions sections).
+DOCUMENTED = [
+    "PupickError",
+    "InputError",
+    "SettingsError",
+    "ModelError",
+    "AbortRequested",
+    "MicrographEntry",
+    "micrograph_stem",
+    "Picks",
+    "PreprocessSettings",
+    "TrainSettings",
+    "ExtractSettings",
+    "Progress",
+    "ShouldStop",
+    "read_micrograph",
+    "Micrograph",
+    "read_micrograph_list",
+    "read_coordinates",
+    "write_coordinates",
+    "write_coordinate_star",
+    "match_micrograph_names",
+    "train",
+    "TrainResult",
+    "load_model",
+    "PickerModel",
+    "extract_iter",
+    "extract",
+    "evaluate",
+    "Evaluation",
+    "plot_picks",
+    "plot_pr_curve",
+    "plot_training",
+    "plot_score_histogram",
+    "plot_threshold_table",
+    "MODEL_FILE",
+    "generate_demo_data",
+    "DemoData",
+    "write_atomic",
+    "atomic_path",
+]
+
+
+def test_all_is_pinned() -> None:
+    assert sorted(pupick_ext.__all__) == sorted(PUBLIC_API)
+    assert len(set(pupick_ext.__all__)) == len(pupick_ext.__all__)
+
+
+@pytest.mark.parametrize("name", PUBLIC_API)
+def test_every_public_name_imports(name: str) -> None:
+    module = importlib.import_module("pupick_ext")
+    assert getattr(module, name) is not None
+
+
+def test_star_import_gives_exactly_all() -> None:
+    namespace: dict = {}
+    exec("from pupick_ext import *", namespace)  # noqa: S102
+    exported = {k for k in namespace if k != "__builtins__"}
+    assert exported == set(PUBLIC_API)
+
+
+def test_error_hierarchy_and_message_format() -> None:
+    for cls in (
+        pupick_ext.InputError,
+        pupick_ext.SettingsError,
+        pupick_ext.ModelError,
+        pupick_ext.AbortRequested,
+    ):
+        assert issubclass(cls, pupick_ext.PupickError)
+    err = pupick_ext.InputError("truncated", "/data/mic.mrc")
+    assert (
+        str(err) == "/data/mic.mrc: truncated" and err.path == "/data/mic.mrc" and err.problem == "truncated"
+    )
+    assert str(pupick_ext.SettingsError("bad value")) == "bad value"
+
+
+def test_version_matches_the_distribution() -> None:
+    from importlib.metadata import version
+
+    assert pupick_ext.__version__ == version("pupick")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/api.md does not document format_threshold_table, read_header and "
+    "write_coordinates_per_micrograph, which pupick_ext.__all__ exports",
+)
+def test_every_public_name_is_in_the_api_doc() -> None:
+    text = API_DOC.read_text(encoding="utf-8")
+    undocumented = [
+        n for n in PUBLIC_API if n != "__version__" and not re.search(rf"`[^`]*\b{re.escape(n)}\b", text)
+    ]
+    assert not undocumented
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="docs/api.md presents Progress and ShouldStop as importable from pupick_ext "
+    "but pupick_ext.__all__ does not export them (they are defined in pupick_ext.api, preprocess, "
+    "training)",
+)
+def test_every_documented_name_is_exported() -> None:
+    assert [n for n in DOCUMENTED if n not in PUBLIC_API] == []
+
+
+def test_documented_names_are_mentioned_in_the_doc() -> None:
+    text = API_DOC.read_text(encoding="utf-8")
+    missing = [n for n in DOCUMENTED if not re.search(rf"\b{re.escape(n)}\b", text)]
+    assert not missing, f"DOCUMENTED lists names docs/api.md no longer mentions: {missing}"
