@@ -183,6 +183,8 @@ def particles_to_picks(dset: Dataset, exposures: list[Exposure], origin: str, fl
         InputError: no ``location`` fields, or no particle lies on any of the exposures.
     """
     fields = set(dset.fields())
+    if len(dset) == 0:
+        raise InputError("holds no particles: nothing to train on", origin)
     required = {"location/center_x_frac", "location/center_y_frac"}
     if not required <= fields:
         raise InputError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -120,6 +121,12 @@ def _load_input(job: ExternalJobController, name: str, source: SourceRef) -> Dat
 
 def _download(project: ProjectController, exposure: Exposure, cache: Path) -> Path:
     target = cache / exposure.path.lstrip("/")
+    root = os.path.normpath(os.path.abspath(cache))
+    if os.path.commonpath([root, os.path.normpath(os.path.abspath(target))]) != root:
+        raise InputError(
+            f"micrograph path leads outside the download directory {cache} ('..'); refusing to write there",
+            exposure.path,
+        )
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

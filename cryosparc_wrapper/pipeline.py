@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import mrcfile
-
 from pupick_ext import (
     InputError,
     MicrographEntry,
@@ -24,6 +22,7 @@ from pupick_ext import (
     plot_score_histogram,
     plot_threshold_table,
     plot_training,
+    read_header,
     read_micrograph,
     train,
 )
@@ -59,16 +58,14 @@ class PipelineResult:
 
 
 def file_shape(path: Path) -> tuple[int, int]:
-    """(ny, nx) of a micrograph file, from its header; the engine names what is wrong otherwise."""
-    try:
-        with mrcfile.open(path, mode="r", header_only=True, permissive=False) as mrc:
-            nx, ny = int(mrc.header.nx), int(mrc.header.ny)
-        if nx > 0 and ny > 0:
-            return ny, nx
-    except Exception:  # noqa: BLE001 - the engine's reader turns the problem into an InputError
-        pass
-    data = read_micrograph(path).data
-    return int(data.shape[0]), int(data.shape[1])
+    """(ny, nx) of a micrograph file, from its header; InputError naming the file when it is unusable.
+
+    The engine's header reader checks the header's size fields against the file before anything
+    is allocated (mrcfile itself would first read an extended header of whatever size the header
+    claims, e.g. ~0.7 GB for a text file).
+    """
+    shape, _ = read_header(path)
+    return int(shape[0]), int(shape[1])
 
 
 def check_shapes(exposures: Sequence[Exposure], local: dict[str, Path]) -> list[Exposure]:

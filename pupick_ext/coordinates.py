@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, SettingsError
+from .errors import InputError, PupickError, SettingsError
 from .fsio import atomic_path
 from .picks import Picks
 from .settings import MicrographEntry, micrograph_stem
@@ -23,11 +23,13 @@ from .starfiles import find_table, read_star, write_star
 log = logging.getLogger(__name__)
 
 FORMATS = ("txt", "star", "box")
-_EXTENSIONS = {".txt": "txt", ".tsv": "txt", ".coords": "txt", ".star": "star", ".box": "box"}
+_EXTENSIONS = {".txt": "txt", ".tsv": "txt", ".csv": "txt", ".coords": "txt", ".star": "star", ".box": "box"}
 
 
 def guess_format(path: str | Path, fmt: str | None = None) -> str:
     """The coordinate format named by ``fmt`` or implied by the file extension."""
+    if fmt == "csv":  # comma-separated Topaz-style text: the text reader detects the separator
+        return "txt"
     if fmt:
         if fmt not in FORMATS:
             raise SettingsError(f"unknown coordinate format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -56,7 +58,14 @@ def read_coordinates(path: str | Path, fmt: str | None = None) -> Picks:
         raise InputError("file not found", path)
     kind = guess_format(path, fmt)
     reader = {"txt": _read_txt, "star": _read_star, "box": _read_box}[kind]
-    picks = reader(path)
+    try:
+        picks = reader(path)
+    except PupickError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as exc:
+        # a value of the wrong type or a table of the wrong shape somewhere in the file
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"malformed {kind} coordinate file ({detail})", path) from None
     _check_values(picks, path)
     return picks
 
@@ -68,7 +77,11 @@ def _check_values(picks: Picks, path: Path) -> None:
 
 def _read_txt(path: Path) -> Picks:
     try:
-        table = pd.read_csv(path, sep=None, engine="python", comment="#", dtype={"image_name": str})
+        # names such as "NA" or "None" are names, not missing values; only numbers may be NaN
+        missing = ["nan", "NaN", "NAN", ""]
+        table = pd.read_csv(path, sep=None, engine="python", comment="#", dtype={"image_name": str},
+                            keep_default_na=False,
+                            na_values={"x_coord": missing, "y_coord": missing, "score": missing})
     except Exception as exc:
         raise InputError(f"not a readable coordinate table ({exc})".splitlines()[0], path) from None
     table.columns = [str(c).strip() for c in table.columns]
@@ -115,7 +128,7 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
     (``_rlnOriginX``, in pixels of the extracted image) are subtracted only when the
     particles were not rescaled, which cannot be told from the file: also warned.
     """
-    if "rlnOriginXAngst" in table.columns:
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(table.columns):
         optics = tables.get("optics")
         psize = None
         if optics is not None and "rlnOpticsGroup" in table.columns:
@@ -130,7 +143,7 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
         if psize is not None and np.isfinite(psize).all():
             return (x - table["rlnOriginXAngst"].to_numpy(float) / psize,
                     y - table["rlnOriginYAngst"].to_numpy(float) / psize)
-    elif "rlnOriginX" in table.columns:
+    elif {"rlnOriginX", "rlnOriginY"} <= set(table.columns):
         log.warning("pre-3.1 particle origins (_rlnOriginX, pixels) subtracted as micrograph pixels; "
                     "wrong if the particles were extracted with rescaling")
         return x - table["rlnOriginX"].to_numpy(float), y - table["rlnOriginY"].to_numpy(float)
@@ -226,6 +239,7 @@ def match_micrograph_names(picks: Picks, micrographs: Iterable[MicrographEntry])
     for e in entries:
         exact.setdefault(str(e.path), e.name)
         exact.setdefault(e.path.name, e.name)
+        exact.setdefault(micrograph_stem(e.path), e.name)
     by_length = sorted(exact, key=len, reverse=True)
     mapping: dict[str, str] = {}
     unknown = []

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
+from mrcfile.dtypes import HEADER_DTYPE
+from mrcfile.utils import byte_order_from_machine_stamp
 
 from .errors import InputError
 
@@ -20,6 +22,8 @@ log = logging.getLogger(__name__)
 
 #: MRC modes a micrograph may have: int8, int16, float32, uint16, float16.
 SUPPORTED_MODES = {0, 1, 2, 6, 12}
+#: bytes per pixel of each supported mode
+_ITEMSIZE = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,62 @@ def _open(path: Path) -> mrcfile.mrcfile.MrcFile:
         raise InputError("file is empty", path)
     if size < 1024:
         raise InputError(f"not an MRC file (only {size} bytes, shorter than an MRC header)", path)
+    _precheck_header(path, size)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return mrcfile.mmap(path, mode="r", permissive=True)
-    except (ValueError, OSError) as exc:
-        raise InputError(f"not a readable MRC file ({exc})", path) from None
+    except (ValueError, OSError, ArithmeticError, TypeError, IndexError) as exc:
+        # mrcfile's own parsing (e.g. a volume stack with mz = 0 divides by zero)
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"not a readable MRC file ({detail})", path) from None
+
+
+def _precheck_header(path: Path, size: int) -> None:
+    """Validate the 1024-byte header and the file size before mrcfile sees the file.
+
+    mrcfile allocates and reads the extended header (``nsymbt`` bytes) and maps the data
+    block the header describes before any check of ours could run, so a corrupt size field
+    would cost memory (or MemoryError) instead of a clear message. The byte order is chosen
+    as mrcfile chooses it (machine stamp, little-endian by default, the opposite order when
+    only that gives a valid mode), so what is checked here is what mrcfile will read.
+    """
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(1024)
+    except OSError as exc:
+        raise InputError(f"cannot read the file ({exc.strerror or exc})", path) from None
+    header = np.frombuffer(raw, dtype=HEADER_DTYPE).reshape(())
+    if bytes(header["map"])[:3] != b"MAP":
+        raise InputError("not an MRC file (no 'MAP' stamp in the header)", path)
+    try:
+        order = byte_order_from_machine_stamp(header["machst"])
+    except ValueError:
+        order = "<"
+    header = header.view(HEADER_DTYPE.newbyteorder(order))
+    mode = int(header["mode"])
+    if mode not in _ITEMSIZE:
+        flipped = header.view(header.dtype.newbyteorder())
+        if int(flipped["mode"]) in _ITEMSIZE:
+            header, mode = flipped, int(flipped["mode"])
+    if mode not in _ITEMSIZE:
+        raise InputError(f"unsupported MRC mode {mode} (micrographs must be mode 0, 1, 2, 6 or 12)", path)
+    nx, ny, nz = (int(header["nx"]), int(header["ny"]), int(header["nz"]))
+    if nx <= 0 or ny <= 0 or nz <= 0:
+        raise InputError(f"invalid dimensions {nx}x{ny}x{nz} in the MRC header", path)
+    nsymbt = int(header["nsymbt"])
+    if nsymbt < 0 or 1024 + nsymbt > size:
+        raise InputError(f"header size mismatch: the header declares a {nsymbt}-byte extended header "
+                         f"but the file has only {size - 1024} bytes after the main header", path)
+    expected = nx * ny * nz * _ITEMSIZE[mode]
+    available = size - 1024 - nsymbt
+    if available < expected:
+        raise InputError(f"truncated: header promises {expected} data bytes ({nx}x{ny}x{nz}, mode {mode}), "
+                         f"file holds {available}", path)
+    if available > expected:
+        raise InputError(f"header size mismatch: header promises {expected} data bytes ({nx}x{ny}x{nz}, "
+                         f"mode {mode}) but the file holds {available}; the dimensions in the header "
+                         "are wrong", path)
 
 
 def read_header(path: str | Path) -> tuple[tuple[int, int], float | None]:
@@ -78,11 +132,13 @@ def _check_header(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> tuple[tuple[int, 
         raise InputError(f"truncated: header promises {expected} data bytes, file holds {max(available, 0)}", path)
     if mrc.data is None:
         raise InputError("header and data size disagree; not a valid MRC file", path)
-    if nz != 1 or mrc.data.ndim != 2:
+    if nz != 1 or mrc.data.ndim not in (2, 3) or mrc.data.shape[-2:] != (ny, nx):
         kind = "stack" if mrc.is_image_stack() else "volume"
         raise InputError(f"is a {kind} of {nz} sections; a micrograph must be a single 2-D image", path)
-    pixel_size = float(mrc.voxel_size.x)
-    return (ny, nx), (pixel_size if pixel_size > 0 else None)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):  # cella / mx with mx = 0
+        warnings.simplefilter("ignore")
+        pixel_size = float(mrc.voxel_size.x)
+    return (ny, nx), (pixel_size if np.isfinite(pixel_size) and pixel_size > 0 else None)
 
 
 def read_micrograph(path: str | Path) -> Micrograph:
@@ -90,8 +146,8 @@ def read_micrograph(path: str | Path) -> Micrograph:
     path = Path(path)
     with _open(path) as mrc:
         _, pixel_size = _check_header(mrc, path)
-        try:
-            data = np.asarray(mrc.data, dtype=np.float32).copy()
+        try:  # one float32 copy, whatever the mode and byte order; a single section becomes 2-D
+            data = np.array(mrc.data.reshape(mrc.data.shape[-2:]), dtype=np.float32, copy=True)
         except (ValueError, OSError) as exc:
             raise InputError(f"cannot read pixel data ({exc})", path) from None
     validate_pixels(data, path)

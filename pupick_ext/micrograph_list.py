@@ -34,7 +34,7 @@ def _pixel_sizes_from_star(tables: dict[str, pd.DataFrame], mics: pd.DataFrame) 
     if "rlnMicrographPixelSize" in mics.columns:
         return mics["rlnMicrographPixelSize"].to_numpy(float)
     optics = tables.get("optics")
-    if optics is not None and "rlnOpticsGroup" in mics.columns:
+    if optics is not None and "rlnOpticsGroup" in mics.columns and "rlnOpticsGroup" in optics.columns:
         column = next((c for c in ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
                        if c in optics.columns), None)
         if column is not None:
@@ -72,7 +72,11 @@ def read_micrograph_list(source: str | Path | Sequence[str | Path]) -> list[Micr
 def _from_star(path: Path) -> list[MicrographEntry]:
     tables = read_star(path)
     mics = find_table(tables, ("rlnMicrographName",), path, preferred=("micrographs", ""))
-    sizes = _pixel_sizes_from_star(tables, mics)
+    try:
+        sizes = _pixel_sizes_from_star(tables, mics)
+    except (ValueError, TypeError, OverflowError, KeyError) as exc:
+        detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"non-numeric pixel size, magnification or optics group ({detail})", path) from None
     entries = []
     for raw, psize in zip(mics["rlnMicrographName"].astype(str), sizes):
         entries.append(MicrographEntry(_resolve(raw, path.parent), micrograph_stem(raw),

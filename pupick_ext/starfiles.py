@@ -12,6 +12,12 @@ import starfile
 from .errors import InputError
 from .fsio import atomic_path
 
+#: First line of every STAR file pupick writes (as RELION 3.1+ writes it; no time stamp)
+STAR_HEADER = "# version 30001"
+#: columns that hold names: kept as text even when they look like numbers ("001", "1e5", "TRUE")
+TEXT_COLUMNS = ("rlnMicrographName", "rlnImageName", "rlnMicrographMovieName", "rlnMicrographCoordinates",
+                "rlnCtfImage", "rlnOpticsGroupName")
+
 
 def read_star(path: str | Path) -> dict[str, pd.DataFrame]:
     """All data blocks of a STAR file as {block name: table}; InputError if unreadable."""
@@ -23,12 +29,16 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            blocks = starfile.read(path, always_dict=True)
+            blocks = starfile.read(path, always_dict=True, parse_as_string=list(TEXT_COLUMNS))
     except Exception as exc:  # starfile raises many types on malformed text
         raise InputError(f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
     tables = {name: df for name, df in blocks.items() if isinstance(df, pd.DataFrame)}
     if not tables:
         raise InputError("STAR file holds no data table", path)
+    for name, table in tables.items():
+        if table.columns.duplicated().any():
+            twice = table.columns[table.columns.duplicated()][0]
+            raise InputError(f"data_{name} has the column _{twice} twice", path)
     return tables
 
 
@@ -50,6 +60,12 @@ def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path)
     exact = {name: _shortest_floats(table) for name, table in blocks.items()}
     with atomic_path(path) as tmp:
         starfile.write(exact, tmp, overwrite=True)
+        # starfile heads the file with the time of writing; RELION's own "# version 30001" instead
+        # makes equal tables give byte-identical files (re-runs and resumed runs can be compared)
+        text = tmp.read_text(encoding="utf-8")
+        first, newline, rest = text.partition("\n")
+        if first.startswith("# Created by the starfile"):
+            tmp.write_text(STAR_HEADER + newline + rest, encoding="utf-8")
     return Path(path)
 
 

@@ -7,6 +7,7 @@ path rule and the 4.0+ index work on those strings, not on normalised paths.
 from __future__ import annotations
 
 import logging
+import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -41,6 +42,10 @@ def _read_star(path: Path) -> dict[str, pd.DataFrame | dict]:
         ) from None
     if not blocks:
         raise InputError("holds no STAR data blocks", path)
+    for name, table in blocks.items():
+        if isinstance(table, pd.DataFrame) and table.columns.duplicated().any():
+            twice = table.columns[table.columns.duplicated()][0]
+            raise InputError(f"data_{name} has the column _{twice} twice", path)
     return blocks
 
 
@@ -60,25 +65,50 @@ def _table(blocks: Mapping[str, pd.DataFrame | dict], wanted: str, path: Path, n
     raise InputError(f"has no data_{wanted} table with column _{needs}", path)
 
 
-def _optics_pixel_sizes(blocks: Mapping[str, pd.DataFrame | dict], column: str) -> dict[int, float]:
+def _numbers(values: pd.Series, column: str, path: Path, kind: type = float) -> np.ndarray:
+    """A column as numbers; InputError naming the file and the column when a value is not one."""
+    try:
+        out = np.array([kind(float(v)) if kind is int else float(v) for v in values], dtype=kind)
+    except (ValueError, TypeError, OverflowError):
+        bad = next((v for v in values if not _is_number(v, kind)), "?")
+        raise InputError(f"column _{column} holds {str(bad)[:40]!r}, not a number", path) from None
+    return out
+
+
+def _is_number(value: object, kind: type) -> bool:
+    try:
+        kind(float(value)) if kind is int else float(value)  # type: ignore[arg-type]
+    except (ValueError, TypeError, OverflowError):
+        return False
+    return True
+
+
+def _optics_pixel_sizes(
+    blocks: Mapping[str, pd.DataFrame | dict], column: str, path: Path
+) -> dict[int, float]:
     optics = blocks.get("optics")
     if isinstance(optics, dict):
         optics = pd.DataFrame([optics])
     if not isinstance(optics, pd.DataFrame) or column not in optics.columns or "rlnOpticsGroup" not in optics:
         return {}
-    return {int(g): float(p) for g, p in zip(optics["rlnOpticsGroup"], optics[column], strict=True)}
+    groups = _numbers(optics["rlnOpticsGroup"], "rlnOpticsGroup", path, int)
+    return dict(zip(groups.tolist(), _numbers(optics[column], column, path).tolist(), strict=True))
 
 
-def _pixel_sizes(table: pd.DataFrame, blocks: Mapping, optics_column: str) -> np.ndarray:
+def _pixel_sizes(table: pd.DataFrame, blocks: Mapping, optics_column: str, path: Path) -> np.ndarray:
     """Per-row pixel size (A/px) from the optics table (3.1+) or magnification/detector pixel (3.0)."""
     sizes = np.full(len(table), np.nan)
-    by_group = _optics_pixel_sizes(blocks, optics_column)
+    by_group = _optics_pixel_sizes(blocks, optics_column, path)
     if by_group and "rlnOpticsGroup" in table.columns:
-        sizes = np.array([by_group.get(int(g), np.nan) for g in table["rlnOpticsGroup"]], dtype=float)
+        groups = _numbers(table["rlnOpticsGroup"], "rlnOpticsGroup", path, int)
+        sizes = np.array([by_group.get(int(g), np.nan) for g in groups], dtype=float)
     elif {"rlnDetectorPixelSize", "rlnMagnification"} <= set(table.columns):
-        sizes = (
-            1e4 * table["rlnDetectorPixelSize"].to_numpy(float) / table["rlnMagnification"].to_numpy(float)
-        )
+        with np.errstate(all="ignore"):
+            sizes = (
+                1e4
+                * _numbers(table["rlnDetectorPixelSize"], "rlnDetectorPixelSize", path)
+                / _numbers(table["rlnMagnification"], "rlnMagnification", path)
+            )
     return sizes
 
 
@@ -90,10 +120,11 @@ def read_micrographs(path: str | Path) -> list[RelionMicrograph]:
     if table.empty:
         raise InputError("lists no micrographs", path)
     names = [str(n) for n in table["rlnMicrographName"]]
-    sizes = _pixel_sizes(table, blocks, "rlnMicrographPixelSize")
+    sizes = _pixel_sizes(table, blocks, "rlnMicrographPixelSize", path)
     if len(set(names)) != len(names):
         duplicate = next(n for n in names if names.count(n) > 1)
         raise InputError(f"lists micrograph {duplicate} more than once", path)
+    _check_coordinate_paths(names, path)
     stems = [without_extension(PurePosixPath(n).name) for n in names]
     unique_stems = len(set(stems)) == len(stems)
     out = []
@@ -102,6 +133,33 @@ def read_micrographs(path: str | Path) -> list[RelionMicrograph]:
         pixel = float(size) if np.isfinite(size) and size > 0 else None
         out.append(RelionMicrograph(name, MicrographEntry(Path(name), name=key, pixel_size=pixel)))
     return out
+
+
+def _check_coordinate_paths(names: list[str], path: Path) -> None:
+    """Every micrograph's coordinate file (RELION's path rule) must be its own and inside the job.
+
+    The rule keeps the name after ``Stage/jobNNN/``: a name with ``..`` there would put the file
+    outside the job directory, and two names that agree after ``jobNNN/`` would share one file
+    (the second micrograph's picks would replace the first's).
+    """
+    seen: dict[str, str] = {}
+    for name in names:
+        rest = without_extension(decompose_pipeline_name(name)[2])
+        normal = posixpath.normpath(f"job/{rest}_suffix.star")  # as nodes.coordinate_path joins them
+        if not normal.startswith("job/"):
+            raise InputError(
+                f"micrograph name {name!r} would put its coordinate file outside the job directory "
+                "(RELION names it after the part following Stage/jobNNN/)",
+                path,
+            )
+        if normal in seen:
+            raise InputError(
+                f"micrographs {seen[normal]} and {name} would share one coordinate file "
+                f"(<job>/{rest}_<suffix>.star): their picks could not be told apart; "
+                "give them distinct names",
+                path,
+            )
+        seen[normal] = name
 
 
 def read_coordinate_index(path: str | Path) -> dict[str, str]:
@@ -191,8 +249,8 @@ def read_particle_labels(in_parts: str | Path, micrographs: list[RelionMicrograp
     for column in ("rlnMicrographName", "rlnCoordinateY"):
         if column not in table.columns:
             raise InputError(f"has no _{column} column", path)
-    x = table["rlnCoordinateX"].to_numpy(float)
-    y = table["rlnCoordinateY"].to_numpy(float)
+    x = _numbers(table["rlnCoordinateX"], "rlnCoordinateX", path)
+    y = _numbers(table["rlnCoordinateY"], "rlnCoordinateY", path)
     find = _matcher(micrographs)
     owners = [find(str(n)) for n in table["rlnMicrographName"]]
     mic_pixel = np.array(
@@ -203,13 +261,14 @@ def read_particle_labels(in_parts: str | Path, micrographs: list[RelionMicrograp
             raise InputError(
                 "particles carry origin shifts in A but the micrographs' pixel size is unknown", path
             )
-        x = x - table["rlnOriginXAngst"].to_numpy(float) / mic_pixel
-        y = y - table["rlnOriginYAngst"].to_numpy(float) / mic_pixel
+        x = x - _numbers(table["rlnOriginXAngst"], "rlnOriginXAngst", path) / mic_pixel
+        y = y - _numbers(table["rlnOriginYAngst"], "rlnOriginYAngst", path) / mic_pixel
     elif {"rlnOriginX", "rlnOriginY"} <= set(table.columns):
-        part_pixel = _pixel_sizes(table, blocks, "rlnImagePixelSize")
-        scale = np.where(np.isfinite(part_pixel) & np.isfinite(mic_pixel), part_pixel / mic_pixel, 1.0)
-        x = x - table["rlnOriginX"].to_numpy(float) * scale
-        y = y - table["rlnOriginY"].to_numpy(float) * scale
+        part_pixel = _pixel_sizes(table, blocks, "rlnImagePixelSize", path)
+        with np.errstate(all="ignore"):
+            scale = np.where(np.isfinite(part_pixel) & np.isfinite(mic_pixel), part_pixel / mic_pixel, 1.0)
+        x = x - _numbers(table["rlnOriginX"], "rlnOriginX", path) * scale
+        y = y - _numbers(table["rlnOriginY"], "rlnOriginY", path) * scale
     keep = np.array([o is not None for o in owners], dtype=bool)
     missing = sorted({str(n) for n, o in zip(table["rlnMicrographName"], owners, strict=True) if o is None})
     if missing:
@@ -219,5 +278,7 @@ def read_particle_labels(in_parts: str | Path, micrographs: list[RelionMicrograp
             len(missing),
             missing[0],
         )
+    if not (np.isfinite(x[keep]).all() and np.isfinite(y[keep]).all()):
+        raise InputError("holds particle coordinates (or origin shifts) that are not finite numbers", path)
     names = np.array([o.entry.name if o else "" for o in owners], dtype=object)
     return Picks(names[keep], x[keep], y[keep])

@@ -112,22 +112,12 @@ def test_star_multi_micrograph_round_trip(tmp_path: Path, two_mics: Picks) -> No
     assert_same(read_coordinates(path), two_mics)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinates.py _read_star: starfile parses the _rlnMicrographName column, so "
-    "numeric-looking names change: '001' reads back as '1', '1e5' as '100000.0', 'TRUE' as 'True'",
-)
 @pytest.mark.parametrize("names", [["001", "002"], ["1e5", "7"], ["TRUE", "FALSE"]])
 def test_star_multi_micrograph_keeps_numeric_looking_names(tmp_path: Path, names: list[str]) -> None:
     picks = Picks(names, [1.0, 2.0], [3.0, 4.0], [0.5, 0.25])
     assert_same(read_coordinates(write_coordinates(picks, tmp_path / "num.star")), picks)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinates.py _read_txt: pandas.read_csv turns the image names 'NA', 'null', "
-    "'None', 'N/A' into NaN (default na_values) and they read back as 'nan'",
-)
 @pytest.mark.parametrize("name", ["NA", "null", "None"])
 def test_txt_keeps_na_like_names(tmp_path: Path, name: str) -> None:
     picks = Picks([name, "mic"], [1.0, 2.0], [3.0, 4.0], [0.5, 0.25])
@@ -380,11 +370,6 @@ def test_comma_separated_topaz_table_reads_as_txt(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="docs/api.md says read_coordinates takes fmt in {star, txt, box, csv}, but "
-    "coordinates.py FORMATS / _EXTENSIONS know no 'csv': fmt='csv' and a .csv file raise SettingsError",
-)
 @pytest.mark.parametrize("fmt", [None, "csv"])
 def test_csv_format_documented_in_the_api(tmp_path: Path, fmt: str | None) -> None:
     path = tmp_path / "picks.csv"
@@ -483,12 +468,6 @@ def test_match_with_explicit_entry_names() -> None:
     assert list(match_micrograph_names(picks, entries).micrograph) == ["fal1"] * 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinates.py match_micrograph_names indexes an entry by its name, full "
-    "path and basename but not by the stem of its path: when the entry's name differs from the "
-    "stem (names set by a wrapper), picks named 'Falcon_001' or 'Falcon_001_manualpick' are dropped",
-)
 def test_match_by_path_stem_when_entry_names_differ() -> None:
     entries = [MicrographEntry(Path("data/Falcon_001.mrc"), name="fal1")]
     picks = Picks(["Falcon_001", "Falcon_001_manualpick"], [1.0, 2.0], [1.0, 2.0])
