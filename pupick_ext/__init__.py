@@ -1,46 +1,70 @@
 """pupick: positive-unlabeled CNN particle picking for cryo-EM micrographs (the engine).
 
 The names below are the whole public API; the RELION and cryoSPARC adapters use nothing
-else. See docs/api.md.
+else. See docs/api.md. They are imported on first use (PEP 562), so that `import pupick_ext`
+and `pupick --help` do not pay for torch and matplotlib until something needs them.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .api import MODEL_FILE, extract, extract_iter, format_threshold_table, train  # noqa: E402
-from .coordinates import (  # noqa: E402
-    match_micrograph_names,
-    read_coordinates,
-    write_coordinate_star,
-    write_coordinates,
-    write_coordinates_per_micrograph,
-)
-from .errors import AbortRequested, InputError, ModelError, PupickError, SettingsError  # noqa: E402
-from .evaluation import Evaluation, evaluate  # noqa: E402
-from .fsio import atomic_path, write_atomic  # noqa: E402
-from .micrograph import Micrograph, read_header, read_micrograph  # noqa: E402
-from .micrograph_list import read_micrograph_list  # noqa: E402
-from .model_io import PickerModel, load_model  # noqa: E402
-from .picks import Picks  # noqa: E402
-from .reports import (  # noqa: E402
-    plot_picks,
-    plot_pr_curve,
-    plot_score_histogram,
-    plot_threshold_table,
-    plot_training,
-)
-from .settings import (  # noqa: E402
-    ExtractSettings,
-    MicrographEntry,
-    PreprocessSettings,
-    TrainSettings,
-    micrograph_stem,
-)
-from .synthetic import DemoData, generate_demo_data  # noqa: E402
-from .training import TrainResult  # noqa: E402
+#: public name -> the module that defines it
+_SOURCES: dict[str, str] = {
+    "AbortRequested": "errors",
+    "Coordinator": "distributed",
+    "DemoData": "synthetic",
+    "Evaluation": "evaluation",
+    "ExtractSettings": "settings",
+    "InputError": "errors",
+    "MODEL_FILE": "api",
+    "Micrograph": "micrograph",
+    "MicrographEntry": "settings",
+    "ModelError": "errors",
+    "PickerModel": "model_io",
+    "Picks": "picks",
+    "PreprocessSettings": "settings",
+    "Progress": "api",
+    "PupickError": "errors",
+    "RankInfo": "distributed",
+    "SettingsError": "errors",
+    "ShouldStop": "api",
+    "TrainResult": "training",
+    "TrainSettings": "settings",
+    "atomic_path": "fsio",
+    "evaluate": "evaluation",
+    "extract": "api",
+    "extract_iter": "api",
+    "format_threshold_table": "api",
+    "generate_demo_data": "synthetic",
+    "load_model": "model_io",
+    "match_micrograph_names": "coordinates",
+    "micrograph_stem": "settings",
+    "plot_picks": "reports",
+    "plot_pr_curve": "reports",
+    "plot_score_histogram": "reports",
+    "plot_threshold_table": "reports",
+    "plot_training": "reports",
+    "rank_info": "distributed",
+    "read_coordinates": "coordinates",
+    "read_header": "micrograph",
+    "read_micrograph": "micrograph",
+    "read_micrograph_list": "micrograph_list",
+    "train": "api",
+    "write_atomic": "fsio",
+    "write_coordinate_star": "coordinates",
+    "write_coordinates": "coordinates",
+    "write_coordinates_per_micrograph": "coordinates",
+}
 
 __all__ = [
+    "__version__",
     "MODEL_FILE",
     "AbortRequested",
+    "Coordinator",
     "DemoData",
     "Evaluation",
     "ExtractSettings",
@@ -51,11 +75,13 @@ __all__ = [
     "PickerModel",
     "Picks",
     "PreprocessSettings",
+    "Progress",
     "PupickError",
+    "RankInfo",
     "SettingsError",
+    "ShouldStop",
     "TrainResult",
     "TrainSettings",
-    "__version__",
     "atomic_path",
     "evaluate",
     "extract",
@@ -70,6 +96,7 @@ __all__ = [
     "plot_score_histogram",
     "plot_threshold_table",
     "plot_training",
+    "rank_info",
     "read_coordinates",
     "read_header",
     "read_micrograph",
@@ -80,3 +107,39 @@ __all__ = [
     "write_coordinates",
     "write_coordinates_per_micrograph",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pupick_ext' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # what static type checkers see: the eager imports
+    from .api import MODEL_FILE, Progress, ShouldStop, extract, extract_iter, format_threshold_table, train  # noqa: F401
+    from .coordinates import (  # noqa: F401
+        match_micrograph_names,
+        read_coordinates,
+        write_coordinate_star,
+        write_coordinates,
+        write_coordinates_per_micrograph,
+    )
+    from .distributed import Coordinator, RankInfo, rank_info  # noqa: F401
+    from .errors import AbortRequested, InputError, ModelError, PupickError, SettingsError  # noqa: F401
+    from .evaluation import Evaluation, evaluate  # noqa: F401
+    from .fsio import atomic_path, write_atomic  # noqa: F401
+    from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
+    from .micrograph_list import read_micrograph_list  # noqa: F401
+    from .model_io import PickerModel, load_model  # noqa: F401
+    from .picks import Picks  # noqa: F401
+    from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
+    from .settings import ExtractSettings, MicrographEntry, PreprocessSettings, TrainSettings, micrograph_stem  # noqa: F401
+    from .synthetic import DemoData, generate_demo_data  # noqa: F401
+    from .training import TrainResult  # noqa: F401
