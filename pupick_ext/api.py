@@ -13,14 +13,14 @@ import numpy as np
 
 from . import __version__
 from .coordinates import match_micrograph_names
-from .device import resolve_device, set_threads
+from .device import resolve_device, set_threads, tune_allocator
 from .errors import AbortRequested, InputError, SettingsError
 from .fsio import write_atomic
 from .model_io import PickerModel, load_model
 from .nms import find_peaks
 from .picks import Picks
 from .preprocess import PreparedMicrograph, original_pixel_size, prepare_micrographs, prepare_one
-from .scoring import score_batch
+from .scoring import prepare_engine, score_batch
 from .settings import ExtractSettings, MicrographEntry, PreprocessSettings, TrainSettings
 from .training import Trainer, TrainResult
 
@@ -69,6 +69,10 @@ def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: Pre
     table, recommended = trainer.threshold_table()
     info = trainer.model_info(None if gmm is None else gmm.to_dict(), recommended, table)
     model = PickerModel(trainer.net.cpu().eval(), info)
+    if not trainer.is_main:  # DistributedDataParallel: rank 0 writes; the others return the same model
+        trainer.barrier()
+        return TrainResult(model, workdir / MODEL_FILE, history, table, recommended, trainer.pi, trainer.expected,
+                           trainer.holdout_names)
     model_path = model.save(workdir / MODEL_FILE)
     write_atomic(workdir / "training_history.json", json.dumps(history, indent=1))
     write_atomic(workdir / "threshold_table.tsv", format_threshold_table(table, recommended))
@@ -78,6 +82,7 @@ def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: Pre
         "train_micrographs": trainer.train_names, "holdout_micrographs": trainer.holdout_names,
         "best_epoch": best.get("epoch")}, indent=1, default=str))
     log.info("model written to %s (recommended threshold %.1f)", model_path, recommended)
+    trainer.barrier()  # every rank returns once the model file exists
     return TrainResult(model, model_path, history, table, recommended, trainer.pi, trainer.expected,
                        trainer.holdout_names)
 
@@ -108,6 +113,82 @@ def _model_preprocess(model: PickerModel, override: PreprocessSettings | None) -
     return PreprocessSettings(downsample=float(info.get("downsample") or 1.0), normalization=normalization)
 
 
+#: False: prepare micrographs in the consuming thread (the serial path; benchmarks compare it)
+_PREFETCH = True
+
+
+def _prepare_or_error(entry: MicrographEntry, pre: PreprocessSettings, diameter: float,
+                      gmm: object) -> PreparedMicrograph | BaseException:
+    try:
+        return prepare_one(entry, pre, diameter, gmm)  # type: ignore[arg-type]
+    except Exception as exc:  # handed to the consumer, raised in micrograph order
+        return exc
+
+
+class _PrepareDataset:
+    """Micrograph i -> (i, prepared or the exception) for a torch DataLoader's workers."""
+
+    def __init__(self, entries: Sequence[MicrographEntry], pre: PreprocessSettings, diameter: float,
+                 gmm: object) -> None:
+        self.entries, self.pre, self.diameter, self.gmm = list(entries), pre, diameter, gmm
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int) -> tuple[int, PreparedMicrograph | BaseException]:
+        return i, _prepare_or_error(self.entries[i], self.pre, self.diameter, self.gmm)
+
+
+def _identity(item: object) -> object:
+    return item
+
+
+def _prepared_batches(entries: Sequence[MicrographEntry], pre: PreprocessSettings, diameter: float, gmm: object,
+                      batch_size: int, num_workers: int) -> Iterator[list[PreparedMicrograph | BaseException]]:
+    """Batches of prepared micrographs in input order, read and preprocessed ahead of use.
+
+    ``num_workers`` 0: one background thread prepares the next batch while the caller
+    scores this one (numpy's FFT and file reads release the GIL). ``num_workers`` N > 0:
+    a torch DataLoader with N worker processes (for many-core hosts feeding a GPU).
+    Either way the order, and every value, is that of the serial path; a micrograph that
+    cannot be read is raised when its batch is reached, as serially.
+    """
+    batches = [entries[i : i + batch_size] for i in range(0, len(entries), batch_size)]
+    if not _PREFETCH or not batches:
+        for batch in batches:
+            yield [_prepare_or_error(e, pre, diameter, gmm) for e in batch]
+        return
+    if num_workers > 0:
+        import torch
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_PrepareDataset(entries, pre, diameter, gmm), batch_size=None, shuffle=False,
+                            num_workers=num_workers, collate_fn=_identity, prefetch_factor=max(2, batch_size),
+                            generator=torch.Generator().manual_seed(0))  # leaves the global random stream alone
+        iterator = iter(loader)
+        try:
+            for batch in batches:
+                yield [next(iterator)[1] for _ in batch]  # type: ignore[index]
+        finally:
+            shutdown = getattr(iterator, "_shutdown_workers", None)
+            if shutdown is not None:
+                shutdown()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="pupick-prefetch") as pool:
+        pending = [pool.submit(_prepare_or_error, e, pre, diameter, gmm) for e in batches[0]]
+        try:
+            for k in range(len(batches)):
+                current = [f.result() for f in pending]
+                pending = ([pool.submit(_prepare_or_error, e, pre, diameter, gmm) for e in batches[k + 1]]
+                           if k + 1 < len(batches) else [])
+                yield current
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[MicrographEntry],
                  settings: ExtractSettings = ExtractSettings(), preprocess: PreprocessSettings | None = None,
                  progress: Progress | None = None,
@@ -115,37 +196,50 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
     """Pick particles micrograph by micrograph (original-pixel coordinates, logit scores).
 
     Micrographs are rescaled to the model's working pixel size, scored in batches of
-    ``settings.batch_size``, and peaks closer than the NMS radius are suppressed.
+    ``settings.batch_size`` (read and preprocessed ahead, see ``settings.num_workers``,
+    while the previous batch is scored), and peaks closer than the NMS radius are
+    suppressed on the scoring device. Results come in input order and do not depend on
+    batch size, workers or CPU threads.
     """
     if not isinstance(model, PickerModel):
         model = load_model(model)
     device = resolve_device(settings.device)
+    tune_allocator()  # whole-micrograph activations: reuse freed blocks instead of fresh page faults
     net = model.net.to(device).eval()
+    engine = prepare_engine(net, device)
     pre = _model_preprocess(model, preprocess)
     gmm = model.gmm if pre.normalization == "gmm" else None
     threshold = settings.threshold if settings.threshold is not None else float(model.info.get("recommended_threshold", 0.0))
     radius = settings.radius or max(1, int(round(model.particle_radius_px)))
     margin = settings.edge_margin if settings.edge_margin is not None else radius // 2
     entries = list(micrographs)
+    diameter = float(model.info["particle_diameter"])
     log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px", len(entries), threshold, radius)
-    for start in range(0, len(entries), settings.batch_size):
-        if should_stop is not None and should_stop():
-            raise AbortRequested("stopped between micrographs; finished micrographs are kept")
-        batch = entries[start : start + settings.batch_size]
-        prepared = [prepare_one(e, pre, float(model.info["particle_diameter"]), gmm) for e in batch]
-        small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]
-        for p in small:
-            log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
-        maps = score_batch(net, [p.image for p in prepared], device, tile_size=settings.tile_size)
-        for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
-            if i and should_stop is not None and should_stop():
+    stream = _prepared_batches(entries, pre, diameter, gmm, settings.batch_size, settings.num_workers)
+    try:
+        for start, prepared in zip(range(0, len(entries), settings.batch_size), stream):
+            if should_stop is not None and should_stop():
                 raise AbortRequested("stopped between micrographs; finished micrographs are kept")
-            rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
-                                            max_picks=settings.max_picks)
-            x, y = p.to_original(cols, rows)
-            if progress:
-                progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")
-            yield entry, Picks.for_one(entry.name, x, y, scores)
+            batch = entries[start : start + settings.batch_size]
+            for p in prepared:
+                if isinstance(p, BaseException):
+                    raise p
+            small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]  # type: ignore[union-attr]
+            for p in small:
+                log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
+            maps = score_batch(engine, [p.image for p in prepared], device,  # type: ignore[union-attr]
+                               tile_size=settings.tile_size)
+            for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
+                if i and should_stop is not None and should_stop():
+                    raise AbortRequested("stopped between micrographs; finished micrographs are kept")
+                rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
+                                                max_picks=settings.max_picks)
+                x, y = p.to_original(cols, rows)  # type: ignore[union-attr]
+                if progress:
+                    progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")
+                yield entry, Picks.for_one(entry.name, x, y, scores)
+    finally:
+        stream.close()
 
 
 def extract(model: PickerModel | str | Path, micrographs: Sequence[MicrographEntry],

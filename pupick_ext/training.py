@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from . import __version__
 from .device import autocast, resolve_device, set_threads
@@ -27,7 +29,7 @@ from .fsio import atomic_path
 from .model_io import PickerModel
 from .models import build_model
 from .nms import find_peaks
-from .objectives import default_autoencoder_weight, make_objective
+from .objectives import VARIANCE_FLOOR, GEBinomialObjective, binomial_log_pmf, default_autoencoder_weight, make_objective
 from .picks import Picks
 from .preprocess import PreparedMicrograph
 from .sampling import IGNORE, POSITIVE, UNLABELED, PatchSampler, TrainingImage, label_mask, positive_fraction_pi
@@ -114,6 +116,64 @@ def _picks_at(maps: Sequence[torch.Tensor], names: Sequence[str], radius: float,
     return Picks.concat(tables)
 
 
+def ge_binomial_grouped(objective: GEBinomialObjective, pos: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """GE-binomial averaged over groups of unlabeled logits ``groups`` [G, n], in one pass.
+
+    Equals ``mean_g objective(pos, groups[g])`` (the loop it replaces; same float64 counting,
+    float32 result) up to float rounding: the positive term is shared and the Gaussian count
+    distributions of all groups are evaluated as rows of one [G, n+1] array.
+    """
+    positive = F.softplus(-pos).mean() if pos.numel() else pos.sum()
+    z = groups.to(torch.float32 if groups.device.type == "mps" else torch.float64)
+    n = z.shape[1]
+    g = torch.sigmoid(z)
+    mean = g.sum(dim=1, keepdim=True)
+    variance = (g * torch.sigmoid(-z)).sum(dim=1, keepdim=True).clamp_min(VARIANCE_FLOOR)
+    k = torch.arange(n + 1, dtype=z.dtype, device=z.device)
+    log_q = torch.log_softmax(-((k - mean) ** 2) / (2.0 * variance), dim=1)
+    p = binomial_log_pmf(n, objective.pi, dtype=z.dtype, device=z.device).exp()
+    cross_entropy = -(p * log_q).sum(dim=1)
+    return (positive + objective.weight * cross_entropy.to(positive.dtype)).mean()
+
+
+class _TrainForward(nn.Module):
+    """The training forward as one module (what DistributedDataParallel wraps).
+
+    ``forward(x, ae_index)`` -> (logits [B,1,h,w], reconstructions [k, RF*RF] of the
+    feature vectors at ``ae_index`` = (b, y, x) index tensors, or None).
+    """
+
+    def __init__(self, net: nn.Module, channels_last: bool = True) -> None:
+        super().__init__()
+        self.net = net
+        self.channels_last = channels_last
+        if channels_last:  # oneDNN's / cuDNN's fastest layout for these convolutions
+            net.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor, ae_index: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None):
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        features = self.net.features(x)
+        logits = self.net.classify(features)
+        if ae_index is None:
+            return logits, None
+        bi, yi, xi = ae_index
+        rf = self.net.receptive_field
+        with torch.autocast(x.device.type, enabled=False):  # the decoder runs in fp32, as before
+            chosen = features[bi, :, yi, xi][:, :, None, None].float()
+            recon = self.net.reconstruct(chosen).reshape(len(bi), rf * rf)
+        return logits, recon
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialized torch.distributed process group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 class Trainer:
     """One training run; ``run()`` does the epochs and returns the best network's state."""
 
@@ -127,7 +187,8 @@ class Trainer:
         self.should_stop = should_stop or (lambda: False)
         self.device = resolve_device(settings.device)
         set_threads(settings.num_threads)
-        torch.manual_seed(settings.seed)
+        self.rank, self.world_size = _distributed()
+        torch.manual_seed(settings.seed + self.rank)
         self.by_name = {p.name: p for p in prepared}
         labelled = [p.name for p in prepared if len(labels.for_micrograph(p.name))]
         if not labelled:
@@ -142,6 +203,12 @@ class Trainer:
         gamma = settings.autoencoder if settings.autoencoder is not None else default_autoencoder_weight(self.n_train_labels)
         self.gamma = float(gamma)
         self.net = build_model(settings.model, settings.width, autoencoder=self.gamma > 0).to(self.device)
+        self.forward_module: nn.Module = _TrainForward(self.net)
+        if self.world_size > 1:  # gradients averaged over ranks; rank 0's initial weights broadcast
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.forward_module = DistributedDataParallel(
+                self.forward_module, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.objective = make_objective(settings.objective, self.pi, settings.ge_weight)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
         images = [TrainingImage(self.by_name[n].image,
@@ -149,7 +216,8 @@ class Trainer:
                                            self.working_labels[n][:, 1], settings.training_radius),
                                 self.working_labels[n])
                   for n in self.train_names]
-        self.sampler = PatchSampler(images, self.net.receptive_field, settings.patch_size, seed=settings.seed)
+        self.sampler = PatchSampler(images, self.net.receptive_field, settings.patch_size,
+                                    seed=settings.seed + self.rank)
         self.fingerprint = _fingerprint(settings, preprocess, self.train_names + self.holdout_names, len(labels))
         self.checkpoint_path = self.workdir / "checkpoint.pt"
 
@@ -167,47 +235,75 @@ class Trainer:
         log.info("pi (positive fraction of unlabeled pixels) = %.4f", self.pi)
 
     # ------------------------------------------------------------ one step
+    @property
+    def is_main(self) -> bool:
+        """Whether this process validates, checkpoints and writes (rank 0, or the only process)."""
+        return self.rank == 0
+
     def _step(self) -> float:
         s = self.settings
         patches, masks = self.sampler.sample(s.minibatch_size, s.positive_fraction)
         x = torch.from_numpy(patches).to(self.device)
         m = torch.from_numpy(masks).to(self.device)
-        self.net.train()
+        unlabeled = m == UNLABELED
+        # random draws in the order of the original loop: GE groups, then autoencoder samples
+        order = self._group_order(int(unlabeled.sum()))
+        ae_index = self._autoencoder_index(x) if self.gamma > 0 else None
+        self.forward_module.train()
         with autocast(self.device):
-            features = self.net.features(x)
-            logits = self.net.classify(features)[:, 0].float()
+            logits, recon = self.forward_module(x, ae_index)
+        logits = logits[:, 0].float()
         pos = logits[m == POSITIVE]
-        unl = logits[m == UNLABELED]
-        loss = self._objective(pos, unl)
-        if self.gamma > 0:
-            loss = loss + self.gamma * self._autoencoder_term(x, features)
+        unl = logits[unlabeled]
+        loss = self._objective(pos, unl, order)
+        if ae_index is not None:
+            loss = loss + self.gamma * self._autoencoder_loss(x, ae_index, recon)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         return float(loss.detach())
 
-    def _objective(self, pos: torch.Tensor, unl: torch.Tensor) -> torch.Tensor:
+    def _group_order(self, n_unlabeled: int) -> torch.Tensor | None:
+        """The random grouping of unlabeled outputs for GE-binomial (None: no grouping)."""
+        if self.settings.objective != "ge-binomial" or n_unlabeled < 2 * GE_GROUP:
+            return None
+        groups = n_unlabeled // GE_GROUP
+        return torch.randperm(n_unlabeled, device=self.device)[: groups * GE_GROUP]
+
+    def _objective(self, pos: torch.Tensor, unl: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         if self.settings.objective != "ge-binomial" or unl.numel() < 2 * GE_GROUP:
             return self.objective(pos, unl)
-        groups = unl.numel() // GE_GROUP
-        order = torch.randperm(unl.numel(), device=unl.device)[: groups * GE_GROUP]
-        chunks = unl[order].view(groups, GE_GROUP)
-        return torch.stack([self.objective(pos, chunk) for chunk in chunks]).mean()
+        if order is None:
+            order = self._group_order(unl.numel())
+        assert order is not None
+        chunks = unl[order].view(-1, GE_GROUP)
+        return ge_binomial_grouped(self.objective, pos, chunks)  # type: ignore[arg-type]
 
-    def _autoencoder_term(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = features.shape
+    def _autoencoder_index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         rf = self.net.receptive_field
-        idx = torch.randint(0, b * h * w, (AUTOENCODER_SAMPLES,), device=x.device,
-                            generator=None)
+        b, h, w = x.shape[0], x.shape[-2] - rf + 1, x.shape[-1] - rf + 1
+        idx = torch.randint(0, b * h * w, (AUTOENCODER_SAMPLES,), device=x.device)
         bi, rem = idx // (h * w), idx % (h * w)
-        yi, xi = rem // w, rem % w
-        chosen = features[bi, :, yi, xi][:, :, None, None].float()
-        recon = self.net.reconstruct(chosen).reshape(AUTOENCODER_SAMPLES, rf * rf)
+        return bi, rem // w, rem % w
+
+    def _autoencoder_loss(self, x: torch.Tensor, index: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                          recon: torch.Tensor) -> torch.Tensor:
+        bi, yi, xi = index
+        rf = self.net.receptive_field
         offsets = torch.arange(rf, device=x.device)
         rows = (yi[:, None] + offsets[None, :])[:, :, None]
         cols = (xi[:, None] + offsets[None, :])[:, None, :]
-        target = x[bi[:, None, None], 0, rows, cols].reshape(AUTOENCODER_SAMPLES, rf * rf)
+        target = x[bi[:, None, None], 0, rows, cols].reshape(len(bi), rf * rf)
         return torch.mean((recon - target) ** 2)
+
+    def _autoencoder_term(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """The autoencoder loss for given features (draws its own sample of output locations)."""
+        index = self._autoencoder_index(x)
+        bi, yi, xi = index
+        rf = self.net.receptive_field
+        chosen = features[bi, :, yi, xi][:, :, None, None].float()
+        recon = self.net.reconstruct(chosen).reshape(len(bi), rf * rf)
+        return self._autoencoder_loss(x, index, recon)
 
     # ------------------------------------------------------------ validation
     def _validate(self, names: Sequence[str]) -> dict[str, float]:
@@ -222,7 +318,61 @@ class Trainer:
         return {"precision": result.precision, "recall": result.recall, "ap": full.average_precision}
 
     # ------------------------------------------------------------ checkpoints
+    # ------------------------------------------------------------ ranks (DistributedDataParallel)
+    def _broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if self.world_size == 1:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _all_gather(self, obj: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def _any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` is True on any rank (all ranks stop at the same step)."""
+        if self.world_size == 1:
+            return flag
+        import torch.distributed as dist
+
+        device = self.device if dist.get_backend() == "nccl" else torch.device("cpu")
+        t = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def _sync_from_main(self) -> None:
+        """Every rank takes rank 0's weights and batch-norm statistics."""
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for tensor in self.net.state_dict().values():
+                dist.broadcast(tensor, src=0)
+
+    def barrier(self) -> None:
+        """Wait for every rank (a no-op for one process)."""
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _rng_state(self) -> dict[str, Any]:
+        return {"sampler": json.dumps(self.sampler.rng.bit_generator.state), "torch": torch.get_rng_state()}
+
     def _save_checkpoint(self, epoch: int, history: list, best: dict) -> None:
+        ranks = self._all_gather(self._rng_state()) if self.world_size > 1 else None
+        if not self.is_main:
+            return
         state = {
             "fingerprint": self.fingerprint,
             "epoch": epoch,
@@ -234,6 +384,9 @@ class Trainer:
             "sampler_rng": json.dumps(self.sampler.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state(),
         }
+        if ranks is not None:  # every rank's random state, so a resumed run continues each rank's stream
+            state["rank_sampler_rng"] = json.dumps([r["sampler"] for r in ranks])
+            state["rank_torch_rng"] = [r["torch"] for r in ranks]
         with atomic_path(self.checkpoint_path) as tmp:
             torch.save(state, tmp)
 
@@ -250,8 +403,19 @@ class Trainer:
             return None
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.sampler.rng.bit_generator.state = json.loads(state["sampler_rng"])
-        torch.set_rng_state(state["torch_rng"])
+        sampler_rng, torch_rng = state["sampler_rng"], state["torch_rng"]
+        if self.world_size > 1:
+            per_rank = json.loads(state.get("rank_sampler_rng", "[]"))
+            if len(per_rank) == self.world_size:
+                sampler_rng, torch_rng = per_rank[self.rank], state["rank_torch_rng"][self.rank]
+            else:
+                sampler_rng = torch_rng = None
+                if self.is_main:
+                    log.warning("checkpoint written with another number of ranks: weights resumed, random "
+                                "streams restarted from the seed")
+        if sampler_rng is not None:
+            self.sampler.rng.bit_generator.state = json.loads(sampler_rng)
+            torch.set_rng_state(torch_rng)
         best = json.loads(state["best"])
         best["state"] = state["best_state"]
         return int(state["epoch"]), json.loads(state["history"]), best
@@ -261,6 +425,11 @@ class Trainer:
         s = self.settings
         start_epoch, history, best = 0, [], {"ap": -1.0, "epoch": 0, "state": None, "since": 0}
         resumed = self._load_checkpoint()
+        if self.world_size > 1:
+            starts = self._all_gather(resumed[0] if resumed else 0)
+            if len(set(starts)) != 1:
+                raise InputError(f"ranks found different checkpoints (epochs {starts}); the work directory must be "
+                                 "shared by all ranks", self.checkpoint_path)
         if resumed:
             start_epoch, history, best = resumed
             log.info("resuming from checkpoint after epoch %d of %d", start_epoch, s.epochs)
@@ -272,14 +441,14 @@ class Trainer:
             started = time.perf_counter()
             losses = []
             for step in range(s.steps_per_epoch):
-                if self.should_stop():
+                if self._any_rank(self.should_stop()):
                     raise AbortRequested(f"stopped during epoch {epoch}; the checkpoint after epoch "
                                          f"{epoch - 1} is kept and a re-run resumes from it")
                 losses.append(self._step())
                 if self.progress:
                     done = (epoch - 1) * s.steps_per_epoch + step + 1
                     self.progress(done, total, f"epoch {epoch}/{s.epochs} loss {np.mean(losses):.4f}")
-            metrics = self._validate(self.holdout_names)
+            metrics = self._broadcast(self._validate(self.holdout_names) if self.is_main else None)
             record = {"epoch": epoch, "loss": float(np.mean(losses)), "seconds": time.perf_counter() - started, **metrics}
             history.append(record)
             score = metrics.get("ap", float(epoch))  # without hold-out, the last epoch is the best
@@ -293,6 +462,7 @@ class Trainer:
             self._save_checkpoint(epoch, history, best)
         if best.get("state") is not None:
             self.net.load_state_dict(best["state"])
+        self._sync_from_main()
         return history, best
 
     # ------------------------------------------------------------ threshold help
@@ -301,8 +471,15 @@ class Trainer:
 
         Recall against labels is meaningful in PU data (precision is not: unlabelled true
         particles count as false), so the recommendation is the highest threshold that
-        keeps TARGET_RECALL of the held-out labelled particles.
+        keeps TARGET_RECALL of the held-out labelled particles. Computed on rank 0 and
+        shared with the other ranks.
         """
+        if self.world_size > 1:
+            rows, recommended = self._broadcast(self._threshold_table() if self.is_main else None)
+            return [tuple(r) for r in rows], recommended  # type: ignore[misc]
+        return self._threshold_table()
+
+    def _threshold_table(self) -> tuple[list[tuple[float, float, float]], float]:
         names = self.holdout_names or self.train_names
         maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
         picks = _picks_at(maps, names, self.radius, THRESHOLD_GRID[0], 0)

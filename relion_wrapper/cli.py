@@ -17,6 +17,10 @@ The job writes one coordinate STAR file per micrograph, the coordinate node (3.1
 coords_suffix_pupick.star, 4.0/5.0: autopick.star), RELION_OUTPUT_NODES.star, PNG
 pictures, and exactly one RELION_JOB_EXIT_* marker. Arguments it does not use are
 logged and ignored. See docs/relion.md.
+
+Run by RELION's queue script as several processes (``srun``, ``mpirun`` or ``torchrun``),
+the ranks share the micrographs; rank 0 alone writes the index, the output nodes and the
+exit marker, after every rank has reported (docs/relion.md, "Many micrographs").
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import contextlib
 import logging
 import sys
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from .choices import DEVICES, MODES
 
@@ -123,11 +128,11 @@ def _debug_from(argv: Sequence[str]) -> bool:
 
 
 @contextlib.contextmanager
-def _logging_to_stdout(debug: bool) -> Iterator[None]:
+def _logging_to_stdout(debug: bool, rank_label: str = "") -> Iterator[None]:
     """run.out gets every log line at once, warnings too (run.err keeps the one error line)."""
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {rank_label}%(message)s", "%H:%M:%S"))
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -156,19 +161,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     debug = _debug_from(argv)
-    with _logging_to_stdout(debug):
-        return _run(argv, job_dir, debug)
-
-
-def _run(argv: list[str], job_dir: str, debug: bool) -> int:
-    """Parse, then run the job under RELION's exit-marker contract."""
     try:
-        from pupick_ext import SettingsError
+        from pupick_ext import rank_info
+
+        ranks = rank_info()
+    except Exception as exc:  # a malformed rank environment, or no engine: rank 0's rules apply
+        ranks = None
+        early = f"pupick-relion: cannot start ({type(exc).__name__}: {exc})"
+    else:
+        early = ""
+    label = f"[rank {ranks.rank}/{ranks.world_size}] " if ranks is not None and ranks.active else ""
+    with _logging_to_stdout(debug, label):
+        if ranks is None:
+            return _fail_early(job_dir, early)
+        return _run(argv, job_dir, debug, ranks)
+
+
+def _run(argv: list[str], job_dir: str, debug: bool, ranks: Any = None) -> int:
+    """Parse, then run the job under RELION's exit-marker contract (rank 0; the others report to it)."""
+    try:
+        from pupick_ext import RankInfo, SettingsError
 
         from . import workflow
         from .job import JobDirectory, run_job
         from .params import params_from_args
 
+        ranks = ranks if ranks is not None else RankInfo()
         job = JobDirectory(job_dir)
         job.path.mkdir(parents=True, exist_ok=True)
     except Exception as exc:  # the engine cannot even be imported: still tell RELION
@@ -191,10 +209,33 @@ def _run(argv: list[str], job_dir: str, debug: bool) -> int:
             argv=argv,
             ignored=ignored,
         )
-        workflow.run(inputs, params, job)
+        workflow.run(inputs, params, job, ranks=ranks)
         log.info("Done.")
 
-    return run_job(job, body, debug=debug)
+    if ranks.is_main:
+        return run_job(job, body, debug=debug)
+    return _run_other_rank(body, debug)
+
+
+def _run_other_rank(body: Any, debug: bool) -> int:
+    """A rank other than 0: do its share; never touch RELION's exit markers (rank 0 owns them)."""
+    import traceback
+
+    from pupick_ext import AbortRequested, PupickError
+
+    try:
+        body()
+        return 0
+    except AbortRequested as exc:
+        log.info("Aborted: %s", exc)
+        return 2
+    except PupickError as exc:
+        log.error("ERROR: %s", exc)
+    except Exception as exc:  # a bug: keep the traceback in run.out
+        log.error("ERROR: unexpected %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc().rstrip())
+    if debug:
+        traceback.print_exc(file=sys.stderr)
+    return 1
 
 
 def _fail_early(job_dir: str, message: str) -> int:

@@ -3,6 +3,11 @@
 Re-running the job (RELION's Continue, or a Scheme running it again as micrographs
 arrive) picks only micrographs without a finished coordinate file, rewrites the index so
 it lists all of them, and reuses the job's model instead of training again.
+
+Launched as N ranks (srun, mpirun or torchrun from RELION's queue script), rank r picks
+micrographs r, r+N, ... of the input list (those without a coordinate file), rank 0
+trains (the others wait for its model) and, once every rank has reported, writes the
+index, RELION_OUTPUT_NODES.star, the pictures and (through run_job) the exit marker.
 """
 
 from __future__ import annotations
@@ -16,12 +21,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import dataclasses
+
 import pupick_ext
 from pupick_ext import (
     MODEL_FILE,
+    AbortRequested,
+    Coordinator,
     InputError,
     PickerModel,
     Picks,
+    PupickError,
+    RankInfo,
     extract_iter,
     load_model,
     train,
@@ -38,6 +49,8 @@ from .star_io import RelionMicrograph, read_labels, read_micrographs, read_parti
 log = logging.getLogger(__name__)
 
 TRAINING_DIR = "training"
+#: on abort, how long rank 0 waits for the other ranks to notice the abort file
+ABORT_GRACE_SECONDS = 60
 RUN_RECORD = "pupick_runs.json"
 
 
@@ -64,9 +77,34 @@ class Outcome:
     trained: bool = False
 
 
-def run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcome | None = None) -> Outcome:
-    """Do the job described by ``inputs`` and ``params`` in ``job`` (raises on failure or abort)."""
-    outcome = outcome if outcome is not None else Outcome()
+def run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcome | None = None,
+        ranks: RankInfo | None = None) -> Outcome:
+    """Do the job described by ``inputs`` and ``params`` in ``job`` (raises on failure or abort).
+
+    With ``ranks`` of several processes this process does its share (see the module
+    docstring); a rank other than 0 reports its result, or its error, to rank 0 and
+    writes nothing but its coordinate files.
+    """
+    ranks = ranks or RankInfo()
+    if not ranks.active:
+        return _run(inputs, params, job, outcome if outcome is not None else Outcome(), ranks, None)
+    ranks.setup_threads(params.threads if params.threads > 1 else 0)
+    coordinator = Coordinator(ranks, job.path)
+    state = {"reported": False}
+    try:
+        return _run(inputs, params, job, outcome if outcome is not None else Outcome(), ranks, coordinator, state)
+    except BaseException as exc:
+        if not ranks.is_main and not state["reported"]:  # rank 0 must not wait for a rank that failed
+            text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
+            try:
+                coordinator.gather("pick", {"ok": False, "error": text})
+            except Exception:  # noqa: BLE001 - the original error matters more
+                pass
+        raise
+
+
+def _run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcome, ranks: RankInfo,
+         coordinator: Coordinator | None, state: dict[str, bool] | None = None) -> Outcome:
     project = Path.cwd()
     version, why = nodes.detect_version(project, inputs.job_dir, inputs.in_coords, params.relion_version)
     outcome.version = version
@@ -79,19 +117,60 @@ def run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcom
         )
     micrographs = read_micrographs(inputs.in_mics)
     log.info("Input micrographs: %d in %s", len(micrographs), inputs.in_mics)
-    _append_run_record(job, inputs, params, settings, version)
+    if ranks.is_main:
+        _append_run_record(job, inputs, params, settings, version)
     job.check_abort()
 
     model: PickerModel | None = None
     if params.trains:
-        model = _train_or_reuse(inputs, params, settings, micrographs, job, outcome)
+        if coordinator is None:
+            model = _train_or_reuse(inputs, params, settings, micrographs, job, outcome)
+        else:
+            model = _train_on_rank0(inputs, params, settings, micrographs, job, outcome, ranks, coordinator)
     if params.extracts:
         if model is None:
             assert params.model is not None
             log.info("Loading model %s", params.model)
             model = load_model(params.model)
-        _pick(model, params, settings, micrographs, inputs, job, version, outcome)
+        _pick(model, params, settings, micrographs, inputs, job, version, outcome, ranks, coordinator, state)
+    elif coordinator is not None:  # mode train: nothing to pick, but rank 0 still hears from everyone
+        _report_and_wait(coordinator, {"ok": True, "picked": 0, "particles": 0}, job, state)
     return outcome
+
+
+def _train_on_rank0(inputs: JobInputs, params: JobParams, settings: Settings, micrographs: list[RelionMicrograph],
+                    job: JobDirectory, outcome: Outcome, ranks: RankInfo, coordinator: Coordinator) -> PickerModel:
+    """Rank 0 trains (or reuses the job's model); the other ranks wait for it and load it."""
+    if ranks.is_main:
+        try:
+            model = _train_or_reuse(inputs, params, settings, micrographs, job, outcome)
+        except BaseException as exc:
+            coordinator.broadcast("model", {"ok": False, "error": str(exc).strip().splitlines()[0][:500]
+                                            if str(exc).strip() else type(exc).__name__})
+            raise
+        coordinator.broadcast("model", {"ok": True, "path": str(job.path / MODEL_FILE)})
+        return model
+    log.info("Waiting for rank 0 to train the model")
+    message = coordinator.broadcast("model", None, should_stop=job.abort_requested)
+    if not message.get("ok"):
+        raise PupickError(f"rank 0 did not produce a model ({message.get('error', 'failed')})")
+    outcome.model_path = Path(message["path"])
+    return load_model(message["path"])
+
+
+def _report_and_wait(coordinator: Coordinator, report: dict[str, Any], job: JobDirectory,
+                     state: dict[str, bool] | None) -> list[dict[str, Any]] | None:
+    """Every rank's report of its shard to rank 0 (which gets them all, waiting as long as needed)."""
+    reports = coordinator.gather("pick", report, should_stop=job.abort_requested)
+    if state is not None:
+        state["reported"] = True
+    if reports is None:
+        return None
+    coordinator.close()
+    failed = [f"rank {i}: {r.get('error') or 'failed'}" for i, r in enumerate(reports) if not r.get("ok")]
+    if failed:
+        raise PupickError(f"{len(failed)} of {len(reports)} ranks failed: " + "; ".join(failed))
+    return reports
 
 
 # ------------------------------------------------------------------ training
@@ -164,17 +243,28 @@ def _pick(
     job: JobDirectory,
     version: str,
     outcome: Outcome,
+    ranks: RankInfo | None = None,
+    coordinator: Coordinator | None = None,
+    state: dict[str, bool] | None = None,
 ) -> None:
+    ranks = ranks or RankInfo()
     target = {
         m.relion_name: nodes.coordinate_path(inputs.job_dir, m.relion_name, params.suffix)
         for m in micrographs
     }
-    todo = [m for m in micrographs if not Path(target[m.relion_name]).is_file()]
+    # every rank splits the whole list the same way, then skips what is finished in its share
+    mine = ranks.shard(micrographs)
+    todo = [m for m in mine if not Path(target[m.relion_name]).is_file()]
     log.info(
-        "Picking %d micrograph(s); %d already have coordinates from an earlier run",
+        "Picking %d micrograph(s); %d already have coordinates from an earlier run%s",
         len(todo),
-        len(micrographs) - len(todo),
+        len(mine) - len(todo),
+        f" ({ranks.describe()}: micrographs {ranks.rank + 1}, {ranks.rank + 1 + ranks.world_size}, ... "
+        f"of {len(micrographs)})" if ranks.active else "",
     )
+    extract_settings = settings.extract
+    if ranks.active:
+        extract_settings = dataclasses.replace(extract_settings, device=ranks.device(extract_settings.device))
     by_name = {m.entry.name: m for m in todo}
     picked: list[tuple[RelionMicrograph, Picks]] = []
     total = 0
@@ -183,7 +273,7 @@ def _pick(
             stream = extract_iter(
                 model,
                 [m.entry for m in todo],
-                settings.extract,
+                extract_settings,
                 None,
                 progress=ProgressLog("Picking"),
                 should_stop=job.abort_requested,
@@ -197,15 +287,36 @@ def _pick(
                 total += len(picks)
                 log.info("%s: %d particles -> %s", micrograph.relion_name, len(picks), path)
                 job.check_abort()
+        if coordinator is not None:
+            rank_reports = _report_and_wait(coordinator, {"ok": True, "picked": len(picked), "particles": total},
+                                            job, state)
+            if rank_reports is None:  # not rank 0: rank 0 writes the index, the nodes and the exit marker
+                log.info("Picked %d particles on %d micrograph(s); rank 0 finishes the job", total, len(picked))
+                return
+            total = sum(int(r.get("particles", 0)) for r in rank_reports)
+            n_now = sum(int(r.get("picked", 0)) for r in rank_reports)
+            log.info("All %d ranks finished: %d particles on %d micrograph(s)", len(rank_reports), total, n_now)
+    except AbortRequested:
+        if coordinator is not None and ranks.is_main and coordinator.transport == "files":
+            # let the other ranks see RELION_JOB_ABORT_NOW (they check it between micrographs) before
+            # run_job removes it with the exit marker
+            log.info("Abort: waiting up to %d s for the other ranks to stop", ABORT_GRACE_SECONDS)
+            try:
+                coordinator.gather("pick", {"ok": False, "error": "aborted"}, timeout=ABORT_GRACE_SECONDS)
+                coordinator.close()
+            except PupickError:
+                log.info("Some ranks are still running; they stop at their next micrograph or finish")
+        raise
     finally:
-        # Whatever happened, the index lists exactly the finished coordinate files.
-        outcome.coordinate_files = _write_index(micrographs, target, inputs, job, version, params.suffix)
+        # Whatever happened, the index lists exactly the finished coordinate files (rank 0 writes it).
+        if ranks.is_main:
+            outcome.coordinate_files = _write_index(micrographs, target, inputs, job, version, params.suffix)
     n_files = len(outcome.coordinate_files)
     log.info(
         "Picked %d particles on %d micrograph(s) in this run; the job now has coordinates for "
         "%d of %d micrographs",
         total,
-        len(picked),
+        n_now if coordinator is not None else len(picked),
         n_files,
         len(micrographs),
     )
