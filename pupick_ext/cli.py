@@ -120,6 +120,21 @@ def _reporter(label: str):
     return ProgressReporter(label)
 
 
+def _rank_setup(device: str, threads: int):
+    """Rank, device and threads of this process (torchrun, srun, mpirun: see pupick_ext.distributed)."""
+    from .distributed import default_threads, rank_device, rank_info
+
+    ranks = rank_info()
+    if ranks.active:
+        device = rank_device(device, ranks)
+        threads = threads or default_threads(ranks)
+        fmt = f"%(asctime)s [rank {ranks.rank}/{ranks.world_size}] %(levelname)-7s %(message)s"
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(logging.Formatter(fmt, "%H:%M:%S"))
+        log.info("%s: device %s, %s CPU thread(s)", ranks.describe(), device, threads or "default")
+    return ranks, device, threads
+
+
 def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
     from .fsio import write_atomic
 
@@ -242,17 +257,35 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
     and held-out recall, with a recommended threshold), training curves as PNG, and a
     checkpoint: re-running the same command after an interruption resumes.
 
+    Launched by torchrun (torchrun --nproc_per_node N pupick train ...), the N processes
+    train one model with DistributedDataParallel (one GPU each, or CPU with gloo); rank 0
+    writes the outputs.
+
     \b
     Example: pupick train -m micrographs_ctf.star -l manualpick/ -d 150 -n 80 -o model/
     """
     from .api import train as run_train
-    from .coordinates import read_coordinates
+    from .coordinates import match_micrograph_names, read_coordinates
+    from .errors import InputError
     from .reports import plot_threshold_table, plot_training
     from .settings import TrainSettings
     from .signals import stop_on_signals
 
+    ranks, device, threads = _rank_setup(device, threads)
+    if ranks.active:
+        from .distributed import init_process_group
+
+        if not init_process_group(ranks, device):
+            raise SettingsError(f"{ranks.describe()}: training on several processes needs a rendezvous "
+                                "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with torchrun "
+                                "or as one process")
     entries = _entries(micrographs)
     label_picks = read_coordinates(labels)
+    if len(label_picks) == 0:
+        raise InputError("holds no labelled particles; training needs at least a few dozen", labels)
+    if len(match_micrograph_names(label_picks, entries)) == 0:
+        raise InputError("none of its labelled particles belongs to a listed micrograph (coordinate file names "
+                         f"or image_name must match micrograph names such as {entries[0].name!r})", labels)
     settings = TrainSettings(
         particle_diameter=particle_diameter, model=architecture, width=width, objective=objective,
         expected_particles=expected_particles, training_radius=training_radius, epochs=epochs,
@@ -260,8 +293,10 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
         holdout_fraction=holdout, patience=patience, seed=seed, device=device, num_threads=threads)
     pre = _preprocess_settings(pixel_size, downsample, normalization, seed, output / "cache")
     with stop_on_signals() as stop:
-        result = run_train(entries, label_picks, pre, settings, output, progress=_reporter("train"),
-                           should_stop=stop)
+        result = run_train(entries, label_picks, pre, settings, output,
+                           progress=_reporter("train") if ranks.is_main else None, should_stop=stop)
+    if not ranks.is_main:
+        return
     plot_training(result.history, output / "training_curve.png")
     plot_threshold_table(result.threshold_table, output / "threshold_table.png", result.recommended_threshold)
     _save_run_record(output, "train", click.get_current_context().params)
@@ -296,6 +331,11 @@ def _threshold_summary(result) -> str:
 @click.option("--edge-margin", type=int, default=None, help="Drop picks this close to the border (working px).")
 @click.option("--max-picks", type=int, default=None, help="At most this many picks per micrograph.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Micrographs per forward pass.")
+@click.option("--tile-size", type=int, default=2048, show_default=True,
+              help="Score micrographs larger than this (working px) in tiles; lower it on a GPU with little memory.")
+@click.option("--workers", type=int, default=0, show_default=True,
+              help="Processes reading and preprocessing micrographs ahead of scoring (0: one background thread; "
+                   "more help a GPU host with many cores).")
 @click.option("--box-size", type=int, default=None, help="Box size in original pixels (for .box output).")
 @click.option("--method", type=click.Choice(["pupick", "dog"]), default="pupick", show_default=True,
               help="'dog' = difference-of-Gaussians baseline (needs --particle-diameter, no model).")
@@ -306,14 +346,19 @@ def _threshold_summary(result) -> str:
               help="Re-pick micrographs that already have a coordinate file in the output directory.")
 @threads_option
 @handle_errors
-def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size,
-            box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite, threads):
+def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size, tile_size,
+            workers, box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite,
+            threads):
     """Pick particles on micrographs with a trained model.
 
     Coordinates are written in unbinned pixels of the original micrographs, with the
     score (log-likelihood ratio) as figure of merit. With a directory as output, each
     micrograph's file is written as soon as it is picked, and a re-run skips micrographs
     that already have one (so an interrupted run just continues).
+
+    Launched as N processes (torchrun --nproc_per_node N, srun, mpirun), rank r picks
+    micrographs r, r+N, ...; rank 0 waits for all and writes a single output file. The
+    output is the same, byte for byte, as one process writes.
 
     \b
     Example: pupick extract -m micrographs_ctf.star --model model/model.pupick -o picks.star
@@ -324,12 +369,19 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     from .settings import ExtractSettings
     from .signals import stop_on_signals
 
+    ranks, device, threads = _rank_setup(device, threads)
     set_threads(threads)
-    entries = _entries(micrographs)
+    all_entries = _entries(micrographs)
+    entries = ranks.shard(all_entries)  # before skipping finished ones: every rank agrees on the split
     settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
-                               batch_size=batch_size, device=device)
+                               batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers)
     per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
     fmt = fmt or ("star" if per_micrograph else None)
+    coordinator = None
+    if ranks.active:
+        from .distributed import Coordinator
+
+        coordinator = Coordinator(ranks, output if per_micrograph else output.parent)
     if per_micrograph and not overwrite:
         done = [e for e in entries if (output / f"{e.name}{suffix}.{fmt}").exists()]
         if done:
@@ -352,20 +404,44 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
         if pixel_size is not None or downsample is not None:
             override = _preprocess_settings(pixel_size, downsample, normalization)
     with stop_on_signals() as stop:
-        if method != "dog":
-            results = extract_iter(model_path, entries, settings, override, progress=_reporter("extract"),
-                                   should_stop=stop)
         collected = []
-        for entry, picks in results:
-            if per_micrograph:  # each micrograph's file is complete as soon as it is picked
-                write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name], box_size=box_size)
-            collected.append(picks)
-    picks = Picks.concat(collected)
+        try:
+            if method != "dog":
+                results = extract_iter(model_path, entries, settings, override, progress=_reporter("extract"),
+                                       should_stop=stop)
+            for entry, picks in results:
+                if per_micrograph:  # each micrograph's file is complete as soon as it is picked
+                    write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name],
+                                                     box_size=box_size)
+                collected.append(picks)
+        except BaseException as exc:
+            if coordinator is not None and not ranks.is_main:  # tell rank 0 instead of leaving it waiting
+                import contextlib
+
+                with contextlib.suppress(Exception):
+                    coordinator.gather("extract", {"ok": False, "error": str(exc).strip().splitlines()[0][:500]
+                                                   if str(exc).strip() else type(exc).__name__})
+            raise
+        picks = Picks.concat(collected)
+        n_picked = len(collected)
+        if coordinator is not None:
+            from .distributed import gather_picks
+
+            combined = gather_picks(coordinator, "extract", picks, n_picked, [e.name for e in all_entries],
+                                    combine=not per_micrograph, should_stop=stop)
+            if combined is None:  # not rank 0: its files are written, rank 0 combines
+                log.info("%d picks on %d micrograph(s); rank 0 writes the combined output", len(picks), n_picked)
+                return
+            merged, n_picks, n_picked = combined
+            picks, entries = (merged if merged is not None else picks), all_entries
     if per_micrograph:
-        log.info("wrote %d picks for %d micrograph(s) to %s", len(picks), len(collected), output)
+        log.info("wrote %d picks for %d micrograph(s) to %s", n_picks if coordinator is not None else len(picks),
+                 n_picked, output)
     else:
         write_coordinates(picks, output, fmt, box_size)
         log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)
+    if coordinator is not None:
+        coordinator.close()
 
 
 # ------------------------------------------------------------------ evaluate

@@ -61,20 +61,7 @@ KEYWORD = {
     ("labels_unlisted_micrographs", "cryosparc_live"): "none of the 3 particles",
 }
 #: (case, host) -> known engine bug (a file this issue may not edit): reason for a strict xfail
-XFAIL = {
-    (
-        "labels_empty",
-        "pupick",
-    ): "pupick_ext/cli.py train: an empty label set raises 'no labelled particles' from "
-    "api.train without naming the labels file (fix: check len(label_picks) == 0 in cli.train and raise "
-    "InputError('holds no labelled particles', labels))",
-    (
-        "labels_unlisted_micrographs",
-        "pupick",
-    ): "pupick_ext/cli.py train: 'none of the labelled particles belongs to "
-    "a listed micrograph' comes from api.train without the labels file's name (fix: in cli.train, "
-    "match_micrograph_names(label_picks, entries) and raise InputError naming LABELS when it is empty)",
-}
+XFAIL: dict[tuple[str, str], str] = {}
 
 #: a low threshold: the two-step model's picks exercise the writers on every micrograph
 THRESHOLD = "-8"
@@ -494,12 +481,6 @@ def test_huge_micrograph_wrappers(host: str, corpus, narrow_model, huge, fake_si
         assert len(read_coordinates(path, fmt="star")) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="pupick_ext/cli.py extract has no --tile-size option: ExtractSettings.tile_size "
-    "(default 2048) cannot be lowered from the command line for a GPU with little memory (fix: add "
-    "click.option('--tile-size', type=int, default=2048) and pass tile_size= to ExtractSettings)",
-)
 def test_pupick_extract_has_a_tile_size_option(corpus, good_model, tmp_path) -> None:
     run = run_pupick(
         [
