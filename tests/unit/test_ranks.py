@@ -1,0 +1,159 @@
+"""Ranks from launcher environments, shards, and file coordination (pupick_ext.distributed)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from pupick_ext import Coordinator, RankInfo, rank_info
+from pupick_ext.distributed import default_threads, gather_picks
+from pupick_ext.errors import AbortRequested, PupickError, SettingsError
+from pupick_ext.picks import Picks
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, (0, 1, "none", "")),
+    ({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"}, (1, 4, "torchrun", "abc")),
+    ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3", "PMIX_NAMESPACE": "prterun-x-1@1"},
+     (2, 3, "openmpi", "prterun-x-1_1")),
+    ({"PMI_RANK": "0", "PMI_SIZE": "2", "SLURM_JOB_ID": "7", "SLURM_STEP_ID": "3"}, (0, 2, "pmi", "7.3")),
+    ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "0"},
+     (1, 2, "slurm", "99.0")),
+    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "2"}, (3, 4, "slurm", "99.2")),
+    ({"PUPICK_RANK": "1", "PUPICK_WORLD_SIZE": "2", "RANK": "0", "WORLD_SIZE": "8", "PUPICK_RUN_ID": "r"},
+     (1, 2, "explicit", "r")),
+])
+def test_rank_info_reads_each_launcher(env, expected) -> None:
+    info = rank_info(env)
+    assert (info.rank, info.world_size, info.launcher, info.run_id) == expected
+    assert info.is_main == (info.rank == 0)
+    assert info.active == (info.world_size > 1)
+
+
+def test_a_batch_script_is_one_process() -> None:
+    """sbatch sets SLURM_PROCID=0 and SLURM_NTASKS=N in the script itself: not N ranks."""
+    env = {"SLURM_PROCID": "0", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "5", "SLURM_LOCALID": "0"}
+    assert rank_info(env) == RankInfo()
+    env["SLURM_STEP_ID"] = str(0xFFFFFFFE)  # the batch step
+    assert not rank_info(env).active
+
+
+def test_mpirun_inside_an_allocation_uses_mpi_ranks() -> None:
+    env = {"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2", "SLURM_PROCID": "0", "SLURM_NTASKS": "8",
+           "SLURM_JOB_ID": "1", "SLURM_STEP_ID": "0", "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    info = rank_info(env)
+    assert (info.rank, info.world_size, info.launcher, info.local_world_size) == (1, 2, "openmpi", 2)
+
+
+def test_an_impossible_rank_is_an_error() -> None:
+    with pytest.raises(SettingsError):
+        rank_info({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_shards_are_round_robin_and_cover_everything() -> None:
+    items = list(range(11))
+    shards = [RankInfo(r, 3).shard(items) for r in range(3)]
+    assert shards[0] == [0, 3, 6, 9] and shards[2] == [2, 5, 8]
+    assert sorted(sum(shards, [])) == items
+    assert RankInfo().shard(items) == items
+
+
+def test_default_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert default_threads(RankInfo()) == 0
+    assert default_threads(RankInfo(0, 4, local_world_size=4)) == 4
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)  # srun --cpus-per-task 3
+    assert default_threads(RankInfo(0, 4, local_world_size=4)) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert default_threads(RankInfo(0, 4, local_world_size=4)) == 0
+
+
+def test_devices_per_rank_on_a_cpu_host() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only check")
+    assert RankInfo(1, 2, local_rank=1).device("auto") == "cpu"
+    assert RankInfo(1, 2, local_rank=1).device("cpu") == "cpu"
+    assert RankInfo().device("auto") == "auto"
+
+
+def _coordinators(tmp_path, world: int = 3, run_id: str = "run1") -> list[Coordinator]:
+    return [Coordinator(RankInfo(r, world, launcher="test", run_id=run_id), tmp_path, poll_seconds=0.01)
+            for r in range(world)]
+
+
+def test_file_gather_and_broadcast(tmp_path) -> None:
+    ranks = _coordinators(tmp_path)
+    assert ranks[0].transport == "files"
+    ranks[0].broadcast("model", {"path": "m.pupick"})
+    assert ranks[2].broadcast("model", None) == {"path": "m.pupick"}
+    results: list = []
+    waiter = threading.Thread(target=lambda: results.append(ranks[0].gather("done", {"rank": 0})))
+    waiter.start()
+    time.sleep(0.05)
+    assert ranks[2].gather("done", {"rank": 2}) is None
+    assert waiter.is_alive()  # rank 0 still waits for rank 1
+    assert ranks[1].gather("done", {"rank": 1}) is None
+    waiter.join(5)
+    assert results == [[{"rank": 0}, {"rank": 1}, {"rank": 2}]]
+    ranks[0].close()
+    assert not (tmp_path / ".pupick_ranks").exists()
+
+
+def test_runs_with_other_ids_do_not_see_each_other(tmp_path) -> None:
+    old = _coordinators(tmp_path, 2, "old-run")
+    old[1].gather("done", {"ok": True, "stale": True})
+    new = _coordinators(tmp_path, 2, "new-run")
+    with pytest.raises(PupickError, match="did not report"):
+        new[0].gather("done", {"ok": True}, timeout=0.2)
+
+
+def test_waiting_rank_0_can_be_stopped(tmp_path) -> None:
+    ranks = _coordinators(tmp_path, 2)
+    with pytest.raises(AbortRequested):
+        ranks[0].gather("done", {}, should_stop=lambda: True)
+
+
+def test_single_process_needs_no_coordination(tmp_path) -> None:
+    single = Coordinator(RankInfo(), tmp_path)
+    assert single.transport == "none"
+    assert single.gather("x", {"a": 1}) == [{"a": 1}]
+    assert single.broadcast("x", {"b": 2}) == {"b": 2}
+    assert not (tmp_path / ".pupick_ranks").exists()
+
+
+def test_gather_picks_restores_the_single_process_order(tmp_path) -> None:
+    order = [f"m{i}" for i in range(5)]
+    ranks = _coordinators(tmp_path, 2)
+
+    def picks_for(names):
+        return Picks.concat(Picks.for_one(n, [i + 0.1, i + 0.2], [1.0 / 3, 2.0 / 3], [float(i), -1e-300])
+                            for i, n in enumerate(order) if n in names)
+
+    assert gather_picks(ranks[1], "extract", picks_for(order[1::2]), 2, order, combine=True) is None
+    merged, n_picks, n_mics = gather_picks(ranks[0], "extract", picks_for(order[0::2]), 3, order, combine=True)
+    expected = picks_for(order)
+    assert list(merged.micrograph) == list(expected.micrograph)
+    for column in ("x", "y", "score"):
+        assert getattr(merged, column).tobytes() == getattr(expected, column).tobytes()
+    assert (n_picks, n_mics) == (10, 5)
+
+
+def test_gather_picks_raises_a_failed_rank(tmp_path) -> None:
+    ranks = _coordinators(tmp_path, 2)
+    ranks[1].gather("extract", {"ok": False, "error": "mic_7.mrc: truncated"})
+    with pytest.raises(PupickError, match="rank 1: mic_7.mrc: truncated"):
+        gather_picks(ranks[0], "extract", Picks(), 0, [], combine=True)
+
+
+def test_messages_are_json_files(tmp_path) -> None:
+    ranks = _coordinators(tmp_path, 2)
+    ranks[1].gather("m", {"ok": True, "n": 3})
+    files = list((tmp_path / ".pupick_ranks" / "run1").glob("m.1.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text()) == {"ok": True, "n": 3}

@@ -1,0 +1,141 @@
+"""The training loop's fast paths: the grouped GE-binomial, the one-module training forward
+(what DistributedDataParallel wraps), determinism for a seed, and a resumed run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pupick_ext.errors import AbortRequested
+from pupick_ext.models import build_model
+from pupick_ext.objectives import make_objective
+from pupick_ext.picks import Picks
+from pupick_ext.preprocess import PreparedMicrograph
+from pupick_ext.settings import PreprocessSettings, TrainSettings
+from pupick_ext.training import GE_GROUP, Trainer, _TrainForward, ge_binomial_grouped
+
+
+@pytest.fixture(autouse=True)
+def _threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("pi, weight", [(0.02, 1.0), (0.3, 0.5), (0.001, 2.0)])
+def test_grouped_ge_binomial_equals_the_loop_over_groups(pi: float, weight: float) -> None:
+    objective = make_objective("ge-binomial", pi, weight)
+    gen = torch.Generator().manual_seed(0)
+    pos = (torch.randn(77, generator=gen) + 2.0).requires_grad_(True)
+    unl = (torch.randn(5 * GE_GROUP, generator=gen) * 3.0 - 2.0).requires_grad_(True)
+    loop = torch.stack([objective(pos, chunk) for chunk in unl.view(5, GE_GROUP)]).mean()
+    grads_loop = torch.autograd.grad(loop, [pos, unl])
+    grouped = ge_binomial_grouped(objective, pos, unl.view(5, GE_GROUP))
+    grads_grouped = torch.autograd.grad(grouped, [pos, unl])
+    assert grouped.dtype == loop.dtype == torch.float32
+    torch.testing.assert_close(grouped, loop, rtol=1e-6, atol=1e-6)
+    for a, b in zip(grads_grouped, grads_loop):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
+
+
+def test_grouped_ge_binomial_without_positives() -> None:
+    objective = make_objective("ge-binomial", 0.05)
+    unl = torch.randn(2, GE_GROUP)
+    expected = torch.stack([objective(torch.empty(0), c) for c in unl]).mean()
+    torch.testing.assert_close(ge_binomial_grouped(objective, torch.empty(0), unl), expected)
+
+
+def test_training_forward_is_the_network_and_its_decoder() -> None:
+    torch.manual_seed(0)
+    net = build_model("conv31", width=4, autoencoder=True)
+    module = _TrainForward(net).eval()
+    x = torch.randn(2, 1, 40, 44)
+    bi, yi, xi = torch.tensor([0, 1, 1]), torch.tensor([0, 5, 9]), torch.tensor([3, 0, 13])
+    logits, recon = module(x, (bi, yi, xi))
+    with torch.no_grad():
+        net_cf = build_model("conv31", width=4, autoencoder=True).eval()
+        net_cf.load_state_dict(net.state_dict())
+        features = net_cf.features(x)
+        torch.testing.assert_close(logits, net_cf.classify(features), rtol=1e-5, atol=1e-5)
+        chosen = features[bi, :, yi, xi][:, :, None, None]
+        expected = net_cf.reconstruct(chosen).reshape(3, 31 * 31)
+    torch.testing.assert_close(recon, expected, rtol=1e-5, atol=1e-5)
+    assert module(x, None)[1] is None
+
+
+def _prepared(n: int = 3, size: int = 96, seed: int = 0) -> tuple[list[PreparedMicrograph], Picks]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size]
+    prepared, tables = [], []
+    for i in range(n):
+        centres = rng.uniform(12, size - 12, size=(6, 2))
+        image = rng.normal(size=(size, size))
+        for cy, cx in centres:
+            image -= 2.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
+        image = ((image - image.mean()) / image.std()).astype(np.float32)
+        name = f"m{i}"
+        prepared.append(PreparedMicrograph(name, image, (1.0, 1.0), (size, size), 2.0))
+        tables.append(Picks.for_one(name, centres[:, 1], centres[:, 0]))
+    return prepared, Picks.concat(tables)
+
+
+def _settings(**kw) -> TrainSettings:
+    base = dict(particle_diameter=20.0, model="conv31", width=4, epochs=2, steps_per_epoch=3, minibatch_size=4,
+                patch_size=16, holdout_fraction=0.34, device="cpu", seed=3, patience=5)
+    base.update(kw)
+    return TrainSettings(**base)
+
+
+def _losses(tmp_path, name: str, steps: int = 4, **kw) -> list[float]:
+    prepared, labels = _prepared()
+    trainer = Trainer(prepared, labels, _settings(**kw), PreprocessSettings(normalization="standard"), tmp_path / name)
+    return [trainer._step() for _ in range(steps)]
+
+
+@pytest.mark.parametrize("objective", ["ge-binomial", "nnpu"])
+def test_cpu_training_is_deterministic_for_a_seed(tmp_path, objective: str) -> None:
+    a = _losses(tmp_path, "a", objective=objective, autoencoder=0.1)
+    b = _losses(tmp_path, "b", objective=objective, autoencoder=0.1)
+    assert a == b
+    assert all(np.isfinite(a))
+    assert _losses(tmp_path, "c", objective=objective, autoencoder=0.1, seed=4) != a
+
+
+def test_ge_binomial_groups_are_used_for_large_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pupick_ext.training as training
+
+    calls = []
+    original = training.ge_binomial_grouped
+
+    def spy(objective, pos, groups):
+        calls.append(tuple(groups.shape))
+        return original(objective, pos, groups)
+
+    monkeypatch.setattr(training, "ge_binomial_grouped", spy)
+    _losses(tmp_path, "g", steps=1, patch_size=24)  # 4 patches x 24^2 outputs: > 2 groups of 256
+    assert calls and calls[0][1] == GE_GROUP and calls[0][0] >= 2
+
+
+def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
+    prepared, labels = _prepared()
+    pre = PreprocessSettings(normalization="standard")
+    full = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "full")
+    history_full, _ = full.run()
+    # stop a 2-epoch run in its second epoch, then resume it from the checkpoint of epoch 1
+    part = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
+    stop_after = {"steps": 0}
+
+    def should_stop() -> bool:
+        stop_after["steps"] += 1
+        return stop_after["steps"] > 3  # the 3 steps of epoch 1 run, then stop in epoch 2
+
+    part.should_stop = should_stop
+    with pytest.raises(AbortRequested):
+        part.run()
+    resumed = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
+    history_resumed, _ = resumed.run()
+    assert [h["loss"] for h in history_resumed] == [h["loss"] for h in history_full]
+    for key, value in full.net.state_dict().items():
+        assert torch.equal(value, resumed.net.state_dict()[key]), key
