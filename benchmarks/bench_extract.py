@@ -16,8 +16,10 @@ Example (a few minutes on 2 cores)::
 
     python benchmarks/bench_extract.py --sizes 1024,2048,4096 --n 4 --batch-sizes 1,4 --procs 1,2
 
-``--engine-path DIR`` runs the workers on another checkout (e.g. ``git worktree add
-/tmp/old <commit>``), to measure before and after side by side.
+``--engine-path DIR`` runs the workers on another checkout's ``pupick_ext`` (e.g. from
+``git worktree add /tmp/old <commit>``); ``--compare DIR`` runs a second one interleaved with
+the first, repeat by repeat, so that a busy shared machine slows both alike (best of
+``--repeat`` is shown).
 """
 
 from __future__ import annotations
@@ -96,14 +98,15 @@ def ensure_model(workdir: Path) -> Path:
     return path
 
 
-def run_config(args, listing: Path, model: Path, procs: int, batch: int, mode: str, threads: int) -> dict:
+def run_config(args, listing: Path, model: Path, procs: int, batch: int, mode: str, threads: int,
+               engine: Path | None = None) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--data", str(listing), "--model", str(model),
            "--batch-size", str(batch), "--threads", str(threads), "--mode", mode, "--workers", str(args.workers),
            "--threshold", str(args.threshold)]
     if args.tile_size:
         cmd += ["--tile-size", str(args.tile_size)]
-    if args.engine_path:
-        cmd += ["--engine-path", str(args.engine_path)]
+    if engine:
+        cmd += ["--engine-path", str(engine)]
     env = thread_env(threads)
     ranks = []
     for r in range(procs):
@@ -138,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tile-size", type=int, default=0, help="ExtractSettings.tile_size (0: the default)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration (the best is shown)")
     p.add_argument("--engine-path", type=Path, default=None, help="import pupick_ext from this directory")
+    p.add_argument("--compare", type=Path, default=None,
+                   help="a second checkout to run interleaved with the first (e.g. the previous version)")
+    p.add_argument("--compare-serial", action="store_true",
+                   help="run the --compare engine in 'serial' mode (versions without read-ahead)")
     p.add_argument("--batch-size", type=int, default=4, help=argparse.SUPPRESS)
     p.add_argument("--mode", default="thread", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -153,18 +160,24 @@ def main(argv: list[str] | None = None) -> int:
             for batch in [int(s) for s in args.batch_sizes.split(",")]:
                 for mode in args.modes.split(","):
                     threads = max(1, args.threads // procs)
-                    best = None
-                    for _ in range(args.repeat):
-                        res = run_config(args, listing, model, procs, batch, mode, threads)
-                        best = res if best is None or res["mics_per_s"] > best["mics_per_s"] else best
-                    assert best is not None
-                    row = [f"{size}^2", procs, threads, batch, mode, f"{best['mics_per_s']:.3f}",
-                           f"{best['wall'] / best['n']:.2f}", f"{best['peak_mib']:.0f}", best["picks"]]
-                    rows.append(row)
-                    print(" | ".join(map(str, row)), flush=True)
+                    engines = [args.engine_path] + ([args.compare] if args.compare else [])
+                    best: dict = {}
+                    for _ in range(args.repeat):  # engines interleaved: a noisy machine hurts both alike
+                        for k, engine in enumerate(engines):
+                            res = run_config(args, listing, model, procs, batch,
+                                             "serial" if k and args.compare_serial else mode, threads, engine)
+                            if k not in best or res["mics_per_s"] > best[k]["mics_per_s"]:
+                                best[k] = res
+                    for k in sorted(best):
+                        b = best[k]
+                        row = [f"{size}^2", Path(b["engine"]).parent.name, procs, threads, batch,
+                               "serial" if k and args.compare_serial else mode, f"{b['mics_per_s']:.3f}",
+                               f"{b['wall'] / b['n']:.2f}", f"{b['peak_mib']:.0f}", b["picks"]]
+                        rows.append(row)
+                        print(" | ".join(map(str, row)), flush=True)
     print()
-    print(f"engine: {rows and best['engine']}; {args.threads} CPU thread(s) in all; {args.n} micrographs per size")
-    print(markdown_table(["size", "procs", "threads/proc", "batch", "read-ahead", "micrographs/s",
+    print(f"{args.threads} CPU thread(s) in all; {args.n} micrographs per size; best of {args.repeat}")
+    print(markdown_table(["size", "engine", "procs", "threads/proc", "batch", "read-ahead", "micrographs/s",
                           "s/micrograph", "peak RSS/proc (MiB)", "picks"], rows))
     return 0
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         image = np.random.default_rng(size).normal(size=(size, size)).astype(np.float32)
         nominal = 2.0 * macs * size * size
         actual = actual_flops(net, size)
-        seconds = best_time(lambda: (score_batch(engine, [image], device), sync()), args.repeat)
+        seconds = best_time(lambda image=image: (score_batch(engine, [image], device), sync()), args.repeat)
         achieved = actual / seconds / 1e9
         rows.append([f"{size}^2", f"{nominal / 1e9:.1f}", f"{actual / 1e9:.1f}", f"{seconds:.3f}",
                      f"{actual / (conv_gflops * 1e9):.3f}", f"{achieved:.0f}",

@@ -9,11 +9,9 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
-
 from . import __version__
 from .coordinates import match_micrograph_names
-from .device import resolve_device, set_threads, tune_allocator
+from .device import resolve_device, tune_allocator
 from .errors import AbortRequested, InputError, SettingsError
 from .fsio import write_atomic
 from .model_io import PickerModel, load_model

@@ -29,10 +29,23 @@ from .fsio import atomic_path
 from .model_io import PickerModel
 from .models import build_model
 from .nms import find_peaks
-from .objectives import VARIANCE_FLOOR, GEBinomialObjective, binomial_log_pmf, default_autoencoder_weight, make_objective
+from .objectives import (
+    VARIANCE_FLOOR,
+    GEBinomialObjective,
+    binomial_log_pmf,
+    default_autoencoder_weight,
+    make_objective,
+)
 from .picks import Picks
 from .preprocess import PreparedMicrograph
-from .sampling import IGNORE, POSITIVE, UNLABELED, PatchSampler, TrainingImage, label_mask, positive_fraction_pi
+from .sampling import (
+    POSITIVE,
+    UNLABELED,
+    PatchSampler,
+    TrainingImage,
+    label_mask,
+    positive_fraction_pi,
+)
 from .scoring import score_batch
 from .settings import PreprocessSettings, TrainSettings
 

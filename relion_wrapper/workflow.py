@@ -12,6 +12,7 @@ index, RELION_OUTPUT_NODES.star, the pictures and (through run_job) the exit mar
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import logging
@@ -20,8 +21,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import dataclasses
 
 import pupick_ext
 from pupick_ext import (

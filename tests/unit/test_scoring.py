@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from pupick_ext import scoring
 from pupick_ext.models import ARCHITECTURES, PickerNet, build_model, score_map
 from pupick_ext.nms import find_peaks
-from pupick_ext import scoring
 from pupick_ext.scoring import InferenceNet, prepare_engine, score_batch, score_image
 
 CPU = torch.device("cpu")
