@@ -27,11 +27,11 @@ _SOURCES: dict[str, str] = {
     "PickerModel": "model_io",
     "Picks": "picks",
     "PreprocessSettings": "settings",
-    "Progress": "api",
+    "Progress": "settings",
     "PupickError": "errors",
     "RankInfo": "distributed",
     "SettingsError": "errors",
-    "ShouldStop": "api",
+    "ShouldStop": "settings",
     "TrainResult": "training",
     "TrainSettings": "settings",
     "atomic_path": "fsio",
@@ -123,7 +123,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static type checkers see: the eager imports
-    from .api import MODEL_FILE, Progress, ShouldStop, extract, extract_iter, format_threshold_table, train  # noqa: F401
+    from .api import MODEL_FILE, extract, extract_iter, format_threshold_table, train  # noqa: F401
     from .coordinates import (  # noqa: F401
         match_micrograph_names,
         read_coordinates,
@@ -140,6 +140,14 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .model_io import PickerModel, load_model  # noqa: F401
     from .picks import Picks  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
-    from .settings import ExtractSettings, MicrographEntry, PreprocessSettings, TrainSettings, micrograph_stem  # noqa: F401
+    from .settings import (  # noqa: F401
+        ExtractSettings,
+        MicrographEntry,
+        PreprocessSettings,
+        Progress,
+        ShouldStop,
+        TrainSettings,
+        micrograph_stem,
+    )
     from .synthetic import DemoData, generate_demo_data  # noqa: F401
     from .training import TrainResult  # noqa: F401

@@ -4,28 +4,32 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
 from .coordinates import match_micrograph_names
 from .device import resolve_device, tune_allocator
-from .errors import AbortRequested, InputError, SettingsError
+from .errors import AbortRequested, InputError
 from .fsio import write_atomic
 from .model_io import PickerModel, load_model
 from .nms import find_peaks
 from .picks import Picks
 from .preprocess import PreparedMicrograph, original_pixel_size, prepare_micrographs, prepare_one
 from .scoring import prepare_engine, score_batch
-from .settings import ExtractSettings, MicrographEntry, PreprocessSettings, TrainSettings
+from .settings import (
+    ExtractSettings,
+    MicrographEntry,
+    PreprocessSettings,
+    Progress,
+    ShouldStop,
+    TrainSettings,
+)
 from .training import Trainer, TrainResult
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
-ShouldStop = Callable[[], bool]
 
 MODEL_FILE = "model.pupick"
 
@@ -247,14 +251,7 @@ def extract(model: PickerModel | str | Path, micrographs: Sequence[MicrographEnt
     return Picks.concat(p for _, p in extract_iter(model, micrographs, settings, preprocess, progress, should_stop))
 
 
-def default_match_radius(model_or_diameter: PickerModel | float, pixel_size: float) -> float:
-    """Matching radius for evaluation in original pixels: the particle radius."""
-    diameter = (float(model_or_diameter.info["particle_diameter"]) if isinstance(model_or_diameter, PickerModel)
-                else float(model_or_diameter))
-    if pixel_size <= 0 or not math.isfinite(pixel_size):
-        raise SettingsError("pixel size must be positive to convert the particle diameter to pixels")
-    return diameter / 2 / pixel_size
 
 
-__all__ = ["train", "extract", "extract_iter", "TrainResult", "default_match_radius", "format_threshold_table",
+__all__ = ["train", "extract", "extract_iter", "TrainResult", "format_threshold_table",
            "MODEL_FILE"]

@@ -5,23 +5,21 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .downsample import downsample
-from .errors import InputError, SettingsError
+from .errors import InputError
 from .fsio import atomic_path
 from .micrograph import read_header, read_micrograph, validate_pixels
 from .normalize import GMMParams, fit_gain, fit_gmm, gmm_normalize, sample_pixels, standardize
-from .settings import MicrographEntry, PreprocessSettings
+from .settings import MicrographEntry, PreprocessSettings, Progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass(frozen=True)
@@ -144,14 +142,4 @@ def prepare_one(entry: MicrographEntry, settings: PreprocessSettings, particle_d
                               scale, shape, None if psize is None else psize * factor)
 
 
-def check_settings_for(entries: Sequence[MicrographEntry], settings: PreprocessSettings) -> None:
-    """Fail early when a target pixel size is asked for but a micrograph has none."""
-    if settings.pixel_size is None:
-        return
-    for entry in entries:
-        if original_pixel_size(entry) is None:
-            raise SettingsError(f"{entry.path}: no pixel size known, so a working pixel size cannot be used")
 
-
-def cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -7,11 +7,17 @@ the engine never parses a host's command line.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from .errors import SettingsError
+
+#: progress callback: (done, total, message); hosts turn it into a bar or log lines
+Progress = Callable[[int, int, str], None]
+#: polled between micrographs / steps; True makes the engine raise AbortRequested
+ShouldStop = Callable[[], bool]
 
 Normalization = Literal["gmm", "standard"]
 Objective = Literal["ge-binomial", "ge-kl", "pn", "nnpu"]

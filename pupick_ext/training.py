@@ -11,7 +11,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,10 @@ from .sampling import (
     positive_fraction_pi,
 )
 from .scoring import score_batch
-from .settings import PreprocessSettings, TrainSettings
+from .settings import PreprocessSettings, Progress, ShouldStop, TrainSettings
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int, int, str], None]
-ShouldStop = Callable[[], bool]
 
 #: thresholds (logit scale) tabulated after training
 THRESHOLD_GRID = tuple(float(t) for t in np.arange(-8.0, 8.01, 0.5))
