@@ -24,6 +24,7 @@ _SOURCES: dict[str, str] = {
     "Micrograph": "micrograph",
     "MicrographEntry": "settings",
     "ModelError": "errors",
+    "OutputError": "errors",
     "PickerModel": "model_io",
     "Picks": "picks",
     "PreprocessSettings": "settings",
@@ -35,6 +36,9 @@ _SOURCES: dict[str, str] = {
     "TrainResult": "training",
     "TrainSettings": "settings",
     "atomic_path": "fsio",
+    "atomic_paths": "fsio",
+    "check_output_dir": "fsio",
+    "check_output_file": "fsio",
     "evaluate": "evaluation",
     "extract": "api",
     "extract_iter": "api",
@@ -72,6 +76,7 @@ __all__ = [
     "Micrograph",
     "MicrographEntry",
     "ModelError",
+    "OutputError",
     "PickerModel",
     "Picks",
     "PreprocessSettings",
@@ -83,6 +88,9 @@ __all__ = [
     "TrainResult",
     "TrainSettings",
     "atomic_path",
+    "atomic_paths",
+    "check_output_dir",
+    "check_output_file",
     "evaluate",
     "extract",
     "extract_iter",
@@ -132,9 +140,9 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         write_coordinates_per_micrograph,
     )
     from .distributed import Coordinator, RankInfo, rank_info  # noqa: F401
-    from .errors import AbortRequested, InputError, ModelError, PupickError, SettingsError  # noqa: F401
+    from .errors import AbortRequested, InputError, ModelError, OutputError, PupickError, SettingsError  # noqa: F401
     from .evaluation import Evaluation, evaluate  # noqa: F401
-    from .fsio import atomic_path, write_atomic  # noqa: F401
+    from .fsio import atomic_path, atomic_paths, check_output_dir, check_output_file, write_atomic  # noqa: F401
     from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
     from .micrograph_list import read_micrograph_list  # noqa: F401
     from .model_io import PickerModel, load_model  # noqa: F401

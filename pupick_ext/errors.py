@@ -32,3 +32,8 @@ class ModelError(PupickError):
 
 class AbortRequested(PupickError):
     """The host asked the job to stop (e.g. RELION_JOB_ABORT_NOW); raised between micrographs."""
+
+
+class OutputError(PupickError):
+    """An output cannot be written: the disk is full, the place is read-only, not a directory, or
+    the written file does not read back (it is then removed, never left under its final name)."""

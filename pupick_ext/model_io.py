@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import pickle
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import torch
 
 from . import __version__
-from .errors import ModelError, PupickError
+from .errors import ModelError
 from .fsio import atomic_path
 from .models import ARCHITECTURES, PickerNet, build_model
 from .normalize import GMMParams
@@ -59,9 +57,16 @@ class PickerModel:
             "info": json.dumps({**self.info, "version": __version__}, sort_keys=True),
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
         }
-        with atomic_path(path) as tmp:
+        with atomic_path(path, verify=_reads_back) as tmp:
             torch.save(payload, tmp)
         return Path(path)
+
+
+def _reads_back(tmp: Path) -> None:
+    """A just-written model file loads (checked before it is renamed into place)."""
+    payload = torch.load(tmp, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise ValueError("not a pupick model file")
 
 
 #: the widest network a model file may ask for (the architectures use 8-64; this bounds memory)
@@ -86,7 +91,7 @@ def _check_info(info: Any) -> None:
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or (
                 not signed and value <= 0):
             raise ValueError(f"{key} {str(value)[:20]!r} is not a {'' if signed else 'positive '}number")
-    if info.get("normalization", "standard") not in ("gmm", "standard"):
+    if info.get("normalization", "standard") not in ("gmm", "robust", "standard"):
         raise ValueError(f"unknown normalization {str(info.get('normalization'))[:20]!r}")
     if info.get("normalization") == "gmm" and info.get("gmm") is not None:
         gmm = GMMParams.from_dict(info["gmm"])
@@ -95,21 +100,63 @@ def _check_info(info: Any) -> None:
             raise ValueError("normalization parameters are not finite positive numbers")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:160] if text else type(exc).__name__
+
+
+def _looks_like_torch(path: Path) -> bool:
+    """A torch zip archive (``PK``) or a legacy torch pickle (protocol byte ``0x80``)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
+def _check_weights(state: Any) -> None:
+    """The state dict is a table of finite tensors (a diverged training saves NaN weights)."""
+    if not isinstance(state, dict) or not state:
+        raise ValueError("no weights")
+    bad = []
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ValueError(f"weights entry {str(key)[:40]!r} is not a tensor")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad.append(key)
+    if bad:
+        raise ModelError(f"its weights hold NaN or infinite values ({len(bad)} tensor(s), e.g. {bad[0]}): "
+                         "the training that made it diverged; train again (e.g. with a lower learning rate)")
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> PickerModel:
-    """Load a model file without executing any code from it; ModelError if unusable."""
+    """Load a model file without executing any code from it; ModelError (one line) if unusable.
+
+    Whatever the file holds (random bytes, text, a damaged archive, a planted pickle, doctored
+    metadata, weights of the wrong shape or NaN), the only exception is a :class:`ModelError`.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise ModelError("is a directory, not a model file", path)
     if not path.is_file():
         raise ModelError("model file not found", path)
     try:
         with warnings.catch_warnings():  # torch warns about foreign pickle protocols before refusing them
             warnings.simplefilter("ignore")
             payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except MemoryError:
+        raise ModelError("corrupt or not a pupick model file (it asks for more memory than there is)",
+                         path) from None
+    except Exception as exc:  # noqa: BLE001 - the unpickler fails in many ways (IndexError, KeyError, struct.error ...)
+        first = _first_line(exc)
         if "weights_only" in str(exc) or "Unsupported global" in str(exc):
             raise ModelError("refused: the file contains pickled code, not a pupick model "
                              "(only weights and metadata are loaded)", path) from None
-        raise ModelError(f"corrupt or not a pupick model file ({first[:160]})", path) from None
+        if not _looks_like_torch(path):
+            raise ModelError("corrupt or not a pupick model file (not a torch archive: a model file "
+                             "is what 'pupick train' writes, model.pupick)", path) from None
+        raise ModelError(f"corrupt or not a pupick model file ({first})", path) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ModelError("not a pupick model file", path)
     version = payload.get("format_version")
@@ -121,9 +168,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> PickerMo
     try:
         info = json.loads(payload["info"])
         _check_info(info)
+        _check_weights(payload.get("state_dict"))
         net = build_model(info["architecture"], int(info["width"]), autoencoder=bool(info.get("autoencoder")))
         net.load_state_dict(payload["state_dict"])
-    except (KeyError, TypeError, ValueError, RuntimeError, PupickError) as exc:
+    except ModelError as exc:
+        raise ModelError(exc.problem, path) from None
+    except MemoryError:
+        raise ModelError("model file is inconsistent (the network it describes does not fit in memory)",
+                         path) from None
+    except Exception as exc:  # noqa: BLE001 - doctored metadata or weights: never a traceback
         text = getattr(exc, "problem", None) or str(exc)
         detail = text.splitlines()[0][:160] if text.strip() else type(exc).__name__
         raise ModelError(f"model file is incomplete or inconsistent ({detail})", path) from None

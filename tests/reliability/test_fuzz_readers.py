@@ -10,6 +10,7 @@ must return something usable (a finite 2-D float32 micrograph, picks with finite
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import tempfile
 import warnings
@@ -247,8 +248,27 @@ _content = st.one_of(
 )
 
 
+#: every fuzz file goes under one directory, removed when the module ends (a run once left
+#: 1,443 ``pupick_fuzz_*`` directories in the system temp folder)
+_FUZZ_ROOT: list[Path] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fuzz_root():
+    root = Path(tempfile.mkdtemp(prefix="pupick_fuzz_"))
+    _FUZZ_ROOT.append(root)
+    yield root
+    _FUZZ_ROOT.remove(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
 def _write(data: bytes | str, name: str) -> Path:
-    directory = Path(tempfile.mkdtemp(prefix="pupick_fuzz_"))
+    """``data`` as ``name`` in a fresh directory under the module's fuzz root (the previous
+    example's directory is removed first, so at most one exists at a time)."""
+    root = _FUZZ_ROOT[-1]
+    for old in root.iterdir():
+        shutil.rmtree(old, ignore_errors=True)
+    directory = Path(tempfile.mkdtemp(dir=root))
     path = directory / name
     path.write_bytes(data if isinstance(data, bytes) else data.encode("utf-8", "surrogatepass"))
     return path
@@ -470,7 +490,38 @@ def test_good_file_reads() -> None:
 
 
 # ------------------------------------------------------------------ model files
-def _model_bytes(info_overrides: dict | None = None, **payload_overrides) -> bytes:
+#: text files a user might give as --model by mistake
+TEXT_FILES = [
+    "hello",
+    "this is not a model\n",
+    "data_\nloop_\n_rlnMicrographName #1\nmic.mrc\n",
+    '{"format": "pupick-model", "format_version": 1}',
+    "image_name\tx_coord\ty_coord\nmic\t1\t2\n",
+    "PK",
+    "\ufeffmodel.pupick\n",
+]
+
+
+def _damaged_weights(state: dict, how: str) -> dict:
+    import torch
+
+    key = next(k for k, v in state.items() if v.is_floating_point() and v.numel() > 1)
+    state = dict(state)
+    if how in ("nan", "inf"):
+        state[key] = state[key].clone()
+        state[key].view(-1)[0] = float(how)
+    elif how == "shape":
+        state[key] = torch.zeros(3, 5)
+    elif how == "missing":
+        del state[key]
+    elif how == "extra":
+        state["surplus.weight"] = torch.zeros(2)
+    elif how == "not_tensor":
+        state[key] = [1.0, 2.0]
+    return state
+
+
+def _model_bytes(info_overrides: dict | None = None, weights: str = "", **payload_overrides) -> bytes:
     import io
     import json
 
@@ -498,6 +549,8 @@ def _model_bytes(info_overrides: dict | None = None, **payload_overrides) -> byt
         "state_dict": {k: v.detach() for k, v in build_model("conv31", 4).state_dict().items()},
         **payload_overrides,
     }
+    if weights:
+        payload["state_dict"] = _damaged_weights(payload["state_dict"], weights)
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return buffer.getvalue()
@@ -527,7 +580,14 @@ INFO_KEYS = [
 
 @st.composite
 def model_file(draw) -> bytes:
-    kind = draw(st.sampled_from(["bytes", "info", "payload"]))
+    kind = draw(st.sampled_from(["bytes", "info", "payload", "text", "random", "weights"]))
+    if kind == "text":  # what a user may pass by mistake: a note, a STAR or JSON file, a path
+        return draw(st.one_of(st.text(max_size=60), st.sampled_from(TEXT_FILES))).encode("utf-8", "surrogatepass")
+    if kind == "random":
+        return draw(st.binary(max_size=draw(st.sampled_from([8, 64, 600]))))
+    if kind == "weights":  # a well-formed archive whose weights are damaged (NaN, wrong shape, missing)
+        how = draw(st.sampled_from(["nan", "inf", "shape", "missing", "extra", "not_tensor"]))
+        return _model_bytes(weights=how)
     if kind == "info":  # a well-formed archive whose metadata is wrong
         overrides = draw(st.dictionaries(st.sampled_from(INFO_KEYS), _json_value, max_size=3))
         return _model_bytes(overrides)
@@ -552,6 +612,10 @@ def model_file(draw) -> bytes:
 @given(data=model_file())
 @example(data=_model_bytes({"width": 10**7}))  # would allocate terabytes of weights
 @example(data=_model_bytes({"particle_diameter": None}))
+@example(data=b"hello")  # 5 bytes: KeyError from the unpickler
+@example(data=b"this is not a model\n")  # IndexError from the unpickler
+@example(data=b"\x80\x02K")  # a pickle protocol byte, then nothing: struct.error
+@example(data=_model_bytes(weights="nan"))  # a diverged training
 def test_load_model(data) -> None:
     """A damaged or doctored model file gives a ModelError, or a model that can be used."""
     from pupick_ext import ModelError, PickerModel, load_model

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pupick_ext import atomic_path, write_atomic
+from pupick_ext import OutputError, atomic_path, write_atomic
 
 
 def test_atomic_path_renames_on_success(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_atomic_path_cleans_up_on_keyboard_interrupt(tmp_path: Path) -> None:
 
 def test_atomic_path_when_the_block_removes_its_temp_file(tmp_path: Path) -> None:
     target = tmp_path / "x.txt"
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(OutputError, match="x.txt"):
         with atomic_path(target) as tmp:
             tmp.unlink()
     assert list(tmp_path.iterdir()) == []
@@ -85,7 +85,7 @@ def test_unwritable_directory_raises_and_leaves_the_old_file(tmp_path: Path) -> 
     target.write_text("keep")
     tmp_path.chmod(0o555)
     try:
-        with pytest.raises(PermissionError):
+        with pytest.raises(OutputError, match="Permission denied"):
             write_atomic(target, "new")
     finally:
         tmp_path.chmod(0o755)
