@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -59,6 +60,30 @@ _VALUE_OPTIONS: dict[str, str] = {
     "relion_version": "3.1, 4 or 5: force the output layout (default: detected)",
     "pictures": "how many micrographs to draw with their picks (default 3)",
 }
+
+
+#: A pupick command-line flag in an engine message (``--expected-particles``).
+_ENGINE_FLAG = re.compile(r"--([a-z][a-z0-9]*(?:-[a-z0-9]+)+)")
+
+
+class _RelionWording(logging.Filter):
+    """Engine messages name ``pupick``'s flags; in RELION's job window they read as parameter labels.
+
+    ``set --expected-particles if you know better`` becomes ``set parameter expected_particles ...``;
+    flags the External job has no label for are left as they are.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+
+        def label(match: re.Match[str]) -> str:
+            name = match.group(1).replace("-", "_")
+            return f"parameter {name}" if name in _VALUE_OPTIONS else match.group(0)
+
+        reworded = _ENGINE_FLAG.sub(label, text)
+        if reworded != text:
+            record.msg, record.args = reworded, ()
+        return True
 
 
 class _ArgumentError(Exception):
@@ -133,6 +158,7 @@ def _logging_to_stdout(debug: bool, rank_label: str = "") -> Iterator[None]:
     root = logging.getLogger()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter(f"%(asctime)s {rank_label}%(message)s", "%H:%M:%S"))
+    handler.addFilter(_RelionWording())
     level = root.level
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if debug else logging.INFO)

@@ -223,7 +223,7 @@ def detect_version(
     clues.append((version_of_job_star(project_dir / job_prefix(job_dir) / "job.star"), "job.star"))
     major = next(((v, why) for v, why in clues if v), None)
     if major is None:
-        return "5", "no RELION project files found; assuming 5.0 (force with --relion_version)"
+        return "5", "no RELION project files found; assuming 5 (force with parameter relion_version)"
     version, why = major
     if version != "4+":
         return version, why
@@ -234,8 +234,8 @@ def detect_version(
     ):
         found = _version_from_labels(_read_text(path))
         if found:
-            return found, f"{why} (node labels in {path.name})"
+            return found, f"{why} and the node labels in {path.name}"
     job_star = version_of_job_star(project_dir / job_prefix(job_dir) / "job.star")
     if job_star in ("4+", "5"):
-        return ("5" if job_star == "5" else "4"), f"{why} (version line of job.star)"
-    return "5", f"{why}; 4.0 or 5.0 undecided, assuming 5.0 (force with --relion_version)"
+        return ("5" if job_star == "5" else "4"), f"{why} and the version line of job.star"
+    return "5", f"{why}; 4.0 or 5 undecided, assuming 5 (force with parameter relion_version)"

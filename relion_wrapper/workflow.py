@@ -51,6 +51,8 @@ TRAINING_DIR = "training"
 #: on abort, how long rank 0 waits for the other ranks to notice the abort file
 ABORT_GRACE_SECONDS = 60
 RUN_RECORD = "pupick_runs.json"
+#: How run.out names each layout: "5" is what RELION 5.0 and 5.1 read (the 5.1 run is tested).
+LAYOUT_NAMES = {"3.1": "3.1", "4": "4.0", "5": "5.0/5.1"}
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ def _run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outco
     project = Path.cwd()
     version, why = nodes.detect_version(project, inputs.job_dir, inputs.in_coords, params.relion_version)
     outcome.version = version
-    log.info("RELION %s output layout (from %s)", "3.1" if version == "3.1" else f"{version}.0", why)
+    log.info("RELION %s output layout (from %s)", LAYOUT_NAMES[version], why)
     settings = build_settings(params)
     if not inputs.in_mics:
         raise InputError(

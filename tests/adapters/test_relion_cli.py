@@ -227,3 +227,17 @@ def test_help(capsys: pytest.CaptureFixture[str]) -> None:
 def test_console_script_declared() -> None:
     pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text()
     assert 'pupick-relion = "relion_wrapper.cli:main"' in pyproject
+
+
+def test_engine_flags_read_as_parameter_labels_in_run_out(capsys: pytest.CaptureFixture[str]) -> None:
+    """run.out is read in RELION's job window, where pupick's --expected-particles is a parameter label."""
+    import logging
+
+    with cli._logging_to_stdout(debug=False):
+        logging.getLogger("pupick_ext.training").info(
+            "assuming %d per micrograph; set --expected-particles if you know better", 40
+        )
+        logging.getLogger("pupick_ext.cli").info("use --tile-size or --in_mics as before")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("assuming 40 per micrograph; set parameter expected_particles if you know better")
+    assert out[1].endswith("use --tile-size or --in_mics as before")  # no External-job label: unchanged

@@ -287,8 +287,9 @@ def test_external_job_registers_pupick_node(trained: dict) -> None:
     assert markers(job) == ["RELION_JOB_EXIT_SUCCESS"], (job / "run.err").read_text()
     assert (job / "run.err").read_text() == ""
     run_out = (job / "run.out").read_text()
-    assert "RELION 5.0 output layout" in run_out
-    assert "Traceback" not in run_out
+    assert "RELION 5.0/5.1 output layout" in run_out
+    assert "Traceback" not in run_out and "ERROR" not in run_out
+    assert "--expected-particles" not in run_out  # engine wording becomes RELION's parameter label
     assert "Training [" in run_out and "Picking [" in run_out  # progress lines RELION's job window shows
     # what RELION ran: the External job's command line in note.txt
     note = (job / "note.txt").read_text()
