@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -220,17 +221,20 @@ def live(
 
     options = _pick_options(kwargs)
     credentials = load_credentials(config)
-    result = run_live(
-        project_uid,
-        workspace_uid,
-        exposures,
-        particles,
-        options,
-        credentials=credentials,
-        title=title,
-        workdir=workdir,
-        download=download,  # type: ignore[arg-type]
-    )
+    with warnings.catch_warnings():
+        if not _State.debug:  # cryosparc-tools warns per retry ("*** API client ... (attempt 1/3)"): one line is ours
+            warnings.filterwarnings("ignore", message=r"\*\*\* API client")
+        result = run_live(
+            project_uid,
+            workspace_uid,
+            exposures,
+            particles,
+            options,
+            credentials=credentials,
+            title=title,
+            workdir=workdir,
+            download=download,  # type: ignore[arg-type]
+        )
     what = f"{result.n_particles} particles in output 'particles'" if options.extracts else "a trained model"
     click.echo(
         f"{result.project_uid}-{result.job_uid}: {what}"
@@ -321,6 +325,10 @@ def _main(argv: Sequence[str] | None) -> int:
         cli.main(args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False)
     except click.exceptions.Exit as exit_:
         return int(exit_.exit_code)
+    except click.UsageError as err:
+        hint = f" (see '{err.ctx.command_path} --help')" if err.ctx is not None else ""
+        click.echo(f"{PROG}: error: {err.format_message()}{hint}", err=True)
+        return err.exit_code
     except click.ClickException as err:
         err.show()
         return err.exit_code
@@ -336,6 +344,10 @@ def _main(argv: Sequence[str] | None) -> int:
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
         return 130
+    except OSError as err:  # the file system refused (full, read-only, permissions): not a bug
+        where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+        _fail(f"{where}{err.strerror or err}")
+        return 1
     except Exception as err:
         from cryosparc.errors import APIError
 

@@ -240,6 +240,14 @@ def particles_to_picks(dset: Dataset, exposures: list[Exposure], origin: str, fl
             "micrograph_blob/shape)",
             origin,
         )
+    for name in ("location/center_x_frac", "location/center_y_frac"):
+        values = np.asarray(dset[name], dtype=np.float64)
+        bad = int((~np.isfinite(values)).sum())
+        if bad:
+            raise InputError(
+                f"{bad} of {n} particles have a NaN or infinite {name}; such labels cannot be placed",
+                origin,
+            )
     x, y = fractions_to_pixels(
         np.asarray(dset["location/center_x_frac"])[keep],
         np.asarray(dset["location/center_y_frac"])[keep],

@@ -3,8 +3,8 @@
 The job gets the exposures and the labelled particles as inputs (provenance), an output
 ``particles`` of type particle with the ``location`` and ``pick_stats`` slots cryoSPARC's
 pickers write (it plugs into Extract From Micrographs), and an event log with progress,
-the threshold table and pictures. ``with job.run():`` marks it completed, or failed with the
-error.
+the threshold table and pictures. The job is marked completed, or failed with pupick's one-line
+error; a Stop pressed in cryoSPARC (the job killed) is noticed by polling the job's status.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 from cryosparc.errors import APIError
 
-from pupick_ext import InputError, Picks, PupickError, atomic_path, write_atomic
+from pupick_ext import AbortRequested, InputError, Picks, PupickError, atomic_path, write_atomic
 
 from .connect import Credentials, check_workspace, connect, describe_api_error, find_output, find_project
 from .errors import CryosparcError
@@ -43,6 +43,8 @@ Download = Literal["auto", "always", "never"]
 MICROGRAPHS_INPUT = "micrographs"
 LABELS_INPUT = "labelled_particles"
 OUTPUT = "particles"
+#: how often a running job's status is re-read to notice a Stop pressed in cryoSPARC
+STOP_POLL_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,10 @@ class JobReporter:
     def picture(self, png: Path, text: str) -> None:
         logger.info("%s: %s", text, png)
         self.job.log_plot(str(png), text)
+
+    def warn(self, text: str) -> None:
+        logger.warning("%s", text)
+        self.job.log(text, level="warning")
 
 
 #: What a failed cryosparc-tools request raises.
@@ -273,19 +279,97 @@ def run_live(
 
     work = Path(workdir) if workdir is not None else _default_workdir(job, project_uid)
     n_particles, model_path = 0, None
-    with job.run():
-        try:
-            n_particles, model_path = _run_in_job(
-                job, project, exposures_ref, particles_ref, options, work, download
-            )
-        except PupickError as err:
-            job.log(f"pupick failed: {err}", level="error")
+    stop = StopPoller(job)
+    # Not ``with job.run():``, which sends traceback.format_exc() as the job's failure message
+    # (what cryoSPARC shows as the error): the job gets pupick's one line instead.
+    try:
+        job.start("running")
+    except API_ERRORS as err:
+        raise describe_api_error(err, f"starting job {job.uid}") from None
+    error = ""
+    try:
+        n_particles, model_path = _run_in_job(
+            job, project, exposures_ref, particles_ref, options, work, download, stop
+        )
+    except AbortRequested as err:
+        if not stop.killed:
+            error = _one_line(err)
             raise
-        except API_ERRORS as err:
-            error = describe_api_error(err, "cryoSPARC request")
-            job.log(f"pupick failed: {error}", level="error")
-            raise error from None
+        raise CryosparcError(
+            f"stopped: job {project_uid}-{job.uid} was {stop.status} in cryoSPARC; nothing was saved"
+        ) from None
+    except PupickError as err:
+        error = _one_line(err)
+        raise
+    except API_ERRORS as err:
+        described = describe_api_error(err, "cryoSPARC request")
+        error = _one_line(described)
+        raise described from None
+    except Exception as err:  # a bug: the job still fails with one line (the traceback stays here)
+        error = f"pupick failed unexpectedly: {type(err).__name__}: {_one_line(err)}"
+        raise
+    except BaseException:  # KeyboardInterrupt, SystemExit
+        error = "pupick was interrupted"
+        raise
+    finally:
+        _finish_job(job, error, stop)
     return LiveResult(project_uid, job.uid, n_particles, model_path, work)
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:500] if text else type(err).__name__
+
+
+def _finish_job(job: ExternalJobController, error: str, stop: StopPoller) -> None:
+    """Mark the job completed, or failed with ``error`` (one line); leave a killed job killed."""
+    if stop.killed:
+        logger.info("job %s was %s in cryoSPARC; stopped", job.uid, stop.status)
+        return
+    try:
+        if error:
+            job.log(f"pupick failed: {error}", level="error")
+        job.stop(error=error)
+    except API_ERRORS as err:  # the server went away: say so once, keep the run's own error
+        logger.warning("could not mark job %s %s: %s", job.uid, "failed" if error else "completed",
+                       describe_api_error(err, "cryoSPARC request"))
+
+
+class StopPoller:
+    """``should_stop`` for the engine: True once the job is killed (Stop pressed in cryoSPARC's UI).
+
+    The job's status is re-read through cryosparc-tools (``job.refresh()``) at most every
+    ``interval`` seconds, so a Stop ends the run within about ``interval`` plus one step or one
+    micrograph. A failed refresh (a network hiccup) is not a stop.
+    """
+
+    STOPPED = ("killed", "failed", "completed")
+
+    def __init__(self, job: ExternalJobController, interval: float | None = None) -> None:
+        self.job = job
+        self.interval = STOP_POLL_SECONDS if interval is None else interval
+        self.status = ""
+        self._last = time.monotonic()
+
+    @property
+    def killed(self) -> bool:
+        return self.status in self.STOPPED
+
+    def __call__(self) -> bool:
+        if self.killed:
+            return True
+        now = time.monotonic()
+        if now - self._last < self.interval:
+            return False
+        self._last = now
+        try:
+            self.status = str(self.job.refresh().status)
+        except API_ERRORS as err:
+            logger.debug("could not read job %s's status: %s", self.job.uid, err)
+            return False
+        if self.killed:
+            logger.warning("job %s is %s in cryoSPARC: stopping", self.job.uid, self.status)
+        return self.killed
 
 
 def _run_in_job(
@@ -296,6 +380,7 @@ def _run_in_job(
     options: PickOptions,
     work: Path,
     download: Download,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[int, Path | None]:
     reporter = JobReporter(job)
     work.mkdir(parents=True, exist_ok=True)
@@ -315,7 +400,11 @@ def _run_in_job(
             origin=str(particles_ref),
             flip_y=options.flip_y,
         )
-    result = run_pipeline(exposures, local, labels, options, work, reporter)
+    if stop is not None and stop():
+        raise AbortRequested("stopped before picking")
+    result = run_pipeline(exposures, local, labels, options, work, reporter, should_stop=stop)
+    if stop is not None and stop():  # a Stop during the last micrograph: save nothing
+        raise AbortRequested("stopped before saving")
     if not options.extracts:
         reporter.info(f"training finished; use the model with --mode extract --model {result.model_path}")
         return 0, result.model_path
@@ -335,6 +424,7 @@ def _run_in_job(
         except API_ERRORS as err:
             logger.warning("could not set the job's tile image: %s", err)
     reporter.info(f"saved {len(dset)} particles to output '{OUTPUT}'; connect it to Extract From Micrographs")
+
     return len(dset), result.model_path
 
 

@@ -16,14 +16,14 @@ import datetime
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from cryosparc.dataset import Dataset
 
-from pupick_ext import InputError, Picks, atomic_path, write_atomic, write_coordinate_star
+from pupick_ext import InputError, Picks, atomic_paths, check_output_dir, write_atomic, write_coordinate_star
 
 from .fields import PARTICLE_SLOTS, Exposure, exposures_from_dataset, particles_to_picks, picks_to_particles
 from .options import PickOptions
@@ -69,6 +69,10 @@ class _LogReporter:
 
     def picture(self, png: Path, text: str) -> None:
         logger.info("%s: %s", text, png)
+
+    def warn(self, text: str) -> None:
+        self._last = -1
+        logger.warning("%s", text)
 
 
 def load_datasets(paths: Sequence[str | Path], what: str) -> Dataset:
@@ -169,6 +173,7 @@ def run_offline(
     project_dir, out_dir = Path(project_dir), Path(out_dir)
     if not project_dir.is_dir():
         raise InputError("project directory not found", project_dir)
+    check_output_dir(out_dir, "--out directory")  # a wrong --out fails now, not after training
     exposures = exposures_from_dataset(load_datasets(exposures_cs, "exposures"), origin=str(exposures_cs[0]))
     local = local_paths(exposures, project_dir)
     exposures = check_shapes(exposures, local)
@@ -182,7 +187,6 @@ def run_offline(
         )
     elif options.trains:
         raise InputError("training needs labelled particles: give --particles")
-    out_dir.mkdir(parents=True, exist_ok=True)
     logger.info("%d micrographs from %s", len(exposures), ", ".join(map(str, exposures_cs)))
     _write_settings(out_dir, options, exposures_cs, particles_cs, project_dir)
 
@@ -190,7 +194,6 @@ def run_offline(
 
     def write_star(exposure: Exposure, picks: Picks) -> None:
         assert star_dir is not None
-        star_dir.mkdir(exist_ok=True)
         write_coordinate_star(picks, star_dir / f"{exposure.name}{STAR_SUFFIX}")
 
     result = run_pipeline(exposures, local, labels, options, out_dir, _LogReporter(), on_picks=write_star)
@@ -201,13 +204,48 @@ def run_offline(
         result.picks, min_dist_A=(result.particle_diameter or 0.0) / 2, flip_y=options.flip_y
     )
     cs_path, csg_path = out_dir / "particles.cs", out_dir / "particles.csg"
-    with atomic_path(cs_path) as tmp:
-        dset.save(tmp)
-    write_atomic(csg_path, csg_text(cs_path.name, len(dset), title, package_version("cryosparc-tools")))
+    save_particles(dset, cs_path, csg_path, csg_text(cs_path.name, len(dset), title, package_version("cryosparc-tools")))
     logger.info(
         "wrote %d particles to %s and %s; RELION coordinates in %s", len(dset), cs_path, csg_path, star_dir
     )
     return OfflineResult(out_dir, cs_path, csg_path, star_dir, len(dset), result.model_path)
+
+
+def dataset_reads_back(expected: Dataset) -> Callable[[Path], None]:
+    """A check for a just-saved ``.cs`` file: it loads, with every row and field of ``expected``.
+
+    ``Dataset.save`` writes through numpy's ``tofile`` (C stdio), which on a full file system can
+    lose its last buffer at ``fclose`` without an error: the file is then short, and only reading
+    it back tells.
+    """
+    n, fields = len(expected), set(expected.fields())
+
+    def check(tmp: Path) -> None:
+        try:
+            loaded = Dataset.load(tmp)
+        except Exception as err:  # noqa: BLE001 - any failure to load means the file is not whole
+            raise ValueError(f"Dataset.load fails: {type(err).__name__}") from None
+        if len(loaded) != n or set(loaded.fields()) != fields:
+            raise ValueError(f"{len(loaded)} of {n} rows")
+
+    return check
+
+
+def save_particles(dset: Dataset, cs_path: Path, csg_path: Path, csg: str) -> None:
+    """``particles.cs`` and its ``.csg``, written as one set: both verified, then both renamed.
+
+    If anything fails (a full disk, a read-only mount), neither file is left under its final
+    name: a ``.cs`` without its ``.csg`` (or a short ``.cs``) would look like a finished import.
+    """
+    raw = csg.encode("utf-8")
+
+    def csg_whole(tmp: Path) -> None:
+        if tmp.read_bytes() != raw:
+            raise ValueError("result group file differs from what was written")
+
+    with atomic_paths([cs_path, csg_path], [dataset_reads_back(dset), csg_whole]) as (cs_tmp, csg_tmp):
+        dset.save(cs_tmp)
+        csg_tmp.write_bytes(raw)
 
 
 def _write_settings(

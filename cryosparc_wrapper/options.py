@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +46,11 @@ class PickOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        for option, value in (("--diameter", self.diameter), ("--pixel-size", self.pixel_size),
+                              ("--downsample", self.downsample), ("--expected-particles", self.expected_particles),
+                              ("--threshold", self.threshold)):
+            if value is not None and not math.isfinite(float(value)):
+                raise SettingsError(f"{option} {value} is not a finite number")
         if self.mode not in MODES:
             raise SettingsError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.model is not None:

@@ -39,6 +39,7 @@ class Reporter(Protocol):
     def progress(self, done: int, total: int, message: str) -> None: ...
     def info(self, text: str) -> None: ...
     def picture(self, png: Path, text: str) -> None: ...
+    def warn(self, text: str) -> None: ...
 
 
 @dataclass
@@ -125,6 +126,7 @@ def run_pipeline(
     workdir: Path,
     reporter: Reporter,
     on_picks: Callable[[Exposure, Picks], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> PipelineResult:
     """Train and/or extract as ``options.mode`` says.
 
@@ -136,6 +138,7 @@ def run_pipeline(
         workdir: where the model, checkpoints and pictures go.
         reporter: receives progress, messages and pictures.
         on_picks: called with each micrograph's picks as soon as they exist.
+        should_stop: polled by the engine between steps and micrographs (AbortRequested when True).
 
     Raises:
         PupickError: from the engine (bad micrograph, settings, model) or no labels to train on.
@@ -161,6 +164,7 @@ def run_pipeline(
             options.train_settings(),
             workdir / "training",
             progress=reporter.progress,
+            should_stop=should_stop,
         )
         model = trained.model
         result.model_path = trained.model_path
@@ -199,12 +203,18 @@ def run_pipeline(
         f"{result.threshold if result.threshold is not None else 0:g}"
     )
     by_name = {e.name: e for e in exposures}
-    for entry, picks in extract_iter(model, entries, settings, progress=reporter.progress):
+    for entry, picks in extract_iter(model, entries, settings, progress=reporter.progress, should_stop=should_stop):
         exposure = by_name[entry.name]
         result.picks.append((exposure, picks))
         if on_picks is not None:
             on_picks(exposure, picks)
     reporter.info(f"{result.n_picks} particles picked in {len(result.picks)} micrographs")
+    if result.n_picks == 0 and result.picks:
+        reporter.warn(
+            f"no particles picked on any of the {len(result.picks)} micrographs at threshold "
+            f"{result.threshold if result.threshold is not None else 0:g}: the settings pick nothing "
+            "(lower --threshold, or check the model)"
+        )
     if result.picks:
         exposure, first = max(result.picks, key=lambda item: len(item[1]))
         pixel_size = exposure.pixel_size or read_micrograph(local[exposure.name]).pixel_size or 1.0

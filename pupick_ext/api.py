@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from . import __version__
 from .coordinates import match_micrograph_names
 from .device import resolve_device, tune_allocator
-from .errors import AbortRequested, InputError
+from .errors import AbortRequested, InputError, SettingsError
 from .fsio import write_atomic
 from .model_io import PickerModel, load_model
 from .nms import find_peaks
@@ -34,11 +35,51 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.pupick"
 
 
+#: pixel sizes (A/px) outside this range are not a micrograph's: a header or list value is wrong
+PLAUSIBLE_PIXEL_SIZE = (0.05, 100.0)
+
+
+def _warn_pixel_size(entry: MicrographEntry, psize: float | None) -> bool:
+    low, high = PLAUSIBLE_PIXEL_SIZE
+    if psize is not None and not low <= psize <= high:
+        log.warning("%s: pixel size %g A/px is implausible for a micrograph (expected %g-%g A/px); picks will be "
+                    "meaningless: fix the MRC header or give the pixel size in the micrograph list",
+                    entry.path, psize, low, high)
+        return True
+    return False
+
+
 def _check_pixel_sizes(entries: Sequence[MicrographEntry]) -> None:
     for entry in entries:
-        if original_pixel_size(entry) is None:
+        psize = original_pixel_size(entry)
+        if psize is None:
             raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the particle "
                              "diameter in A cannot be converted to pixels; set the pixel size", entry.path)
+        _warn_pixel_size(entry, psize)
+
+
+def _check_scale(entries: Sequence[MicrographEntry], settings: TrainSettings) -> None:
+    """The particle diameter and the expected count make sense for these micrographs (checked before
+    anything is computed, so the message names the setting, not a symptom of it)."""
+    from .micrograph import read_header
+
+    for entry in entries[:1]:
+        (ny, nx), _ = read_header(entry.path)
+        psize = original_pixel_size(entry) or 1.0
+        diameter_px = settings.particle_diameter / psize
+        if diameter_px > min(nx, ny):
+            raise SettingsError(f"particle diameter {settings.particle_diameter:g} A is {diameter_px:.0f} px at "
+                                f"{psize:g} A/px, larger than the {nx}x{ny} micrograph {entry.name}: give the "
+                                "diameter in A (not px) and check the pixel size")
+        capacity = nx * ny / (math.pi * (diameter_px / 2) ** 2)
+        expected = settings.expected_particles
+        if expected is not None and expected > capacity:
+            raise SettingsError(f"expected particles {expected:g} per micrograph cannot fit: at most ~{capacity:.0f} "
+                                f"particles of {settings.particle_diameter:g} A fit on a {nx}x{ny} micrograph at "
+                                f"{psize:g} A/px; check --expected-particles")
+        if expected is not None and expected > 0.5 * capacity:
+            log.warning("expected particles %g per micrograph would cover more than half of a %dx%d micrograph; "
+                        "the positive fraction pi is capped at 0.5", expected, nx, ny)
 
 
 def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: PreprocessSettings,
@@ -63,6 +104,7 @@ def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: Pre
                          "(check that coordinate file names match micrograph names)")
     labelled = [m for m in micrographs if m.name in set(labels.micrograph)]
     _check_pixel_sizes(labelled)
+    _check_scale(labelled, settings)
     log.info("training on %d labelled particles in %d micrographs", len(labels), len(labelled))
     prepared, gmm = prepare_micrographs(labelled, preprocess, settings.particle_diameter, progress=progress)
     _check_labels_inside(prepared, labels)
@@ -218,6 +260,7 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
     diameter = float(model.info["particle_diameter"])
     log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px", len(entries), threshold, radius)
     stream = _prepared_batches(entries, pre, diameter, gmm, settings.batch_size, settings.num_workers)
+    warned: set[Path] = set()
     try:
         for start, prepared in zip(range(0, len(entries), settings.batch_size), stream):
             if should_stop is not None and should_stop():
@@ -229,6 +272,10 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
             small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]  # type: ignore[union-attr]
             for p in small:
                 log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
+            for entry, p in zip(batch, prepared):
+                if p.working_pixel_size and entry.path not in warned:  # type: ignore[union-attr]
+                    warned.add(entry.path)
+                    _warn_pixel_size(entry, p.working_pixel_size / p.scale[0])  # type: ignore[union-attr]
             maps = score_batch(engine, [p.image for p in prepared], device,  # type: ignore[union-attr]
                                tile_size=settings.tile_size)
             for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
@@ -236,6 +283,8 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
                     raise AbortRequested("stopped between micrographs; finished micrographs are kept")
                 rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
                                                 max_picks=settings.max_picks)
+                if any(p is q for q in small):  # as warned: no particle fits, so no peak is a pick
+                    rows, cols, scores = rows[:0], cols[:0], scores[:0]
                 x, y = p.to_original(cols, rows)  # type: ignore[union-attr]
                 if progress:
                     progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")

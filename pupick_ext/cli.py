@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -64,11 +65,73 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                 raise
             click.echo("pupick: error: out of memory; use a smaller --batch-size or --tile-size", err=True)
             sys.exit(1)
+        except OSError as exc:  # the file system refused (full, read-only, permissions): not a bug
+            if debug:
+                raise
+            where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+            click.echo(f"pupick: error: {where}{exc.strerror or exc}", err=True)
+            sys.exit(1)
 
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class FiniteFloat(click.ParamType):
+    """A float option that must be finite (no nan/inf) and may have a lower bound.
+
+    A bad value is a usage error naming the option, e.g. ``Invalid value for '--threshold':
+    nan is not a finite number``.
+    """
+
+    name = "number"
+
+    def __init__(self, low: float | None = None, low_open: bool = False, high: float | None = None,
+                 high_open: bool = False) -> None:
+        self.low, self.low_open, self.high, self.high_open = low, low_open, high, high_open
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> float:
+        if isinstance(value, float) and math.isfinite(value):
+            number = value
+        else:
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                self.fail(f"{value!r} is not a number", param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value} is not a finite number", param, ctx)
+        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
+            self.fail(f"{value} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
+        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
+            self.fail(f"{value} must be {'<' if self.high_open else '<='} {self.high:g}", param, ctx)
+        return number
+
+
+FINITE = FiniteFloat()
+POSITIVE = FiniteFloat(0.0, low_open=True)
+
+
+class _Group(click.Group):
+    """pupick's group: a usage error (bad option value, unknown option) is one line too."""
+
+    def main(self, args: Any = None, prog_name: Any = None, complete_var: Any = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"pupick: error: {exc.format_message()}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pupick")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
@@ -89,9 +152,9 @@ def micrographs_option(func: Callable[..., Any]) -> Callable[..., Any]:
 def scale_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--normalization", type=click.Choice(["gmm", "standard"]), default="gmm", show_default=True,
                         help="GMM with per-micrograph gain (method of the paper) or plain standardization.")(func)
-    func = click.option("--downsample", type=float, default=None,
+    func = click.option("--downsample", type=FiniteFloat(1.0), default=None,
                         help="Downsampling factor (>= 1), instead of --pixel-size.")(func)
-    func = click.option("--pixel-size", type=float, default=None,
+    func = click.option("--pixel-size", type=POSITIVE, default=None,
                         help="Working pixel size in A/px. Default: chosen so the particle radius is ~12 px.")(func)
     return func
 
@@ -148,7 +211,7 @@ def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None
 @micrographs_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @scale_options
-@click.option("--particle-diameter", type=float, default=None, help="Particle diameter in A (sets the default scale).")
+@click.option("--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A (sets the default scale).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @handle_errors
 def preprocess(micrographs, output, pixel_size, downsample, normalization, particle_diameter, seed):
@@ -159,15 +222,17 @@ def preprocess(micrographs, output, pixel_size, downsample, normalization, parti
     """
     import mrcfile
 
-    from .fsio import atomic_path
+    from .fsio import atomic_path, check_output_dir
+    from .micrograph import read_header
     from .preprocess import prepare_micrographs
 
+    check_output_dir(output)
     entries = _entries(micrographs)
     settings = _preprocess_settings(pixel_size, downsample, normalization, seed)
     prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=_reporter("preprocess"))
     output.mkdir(parents=True, exist_ok=True)
     for p in prepared:
-        with atomic_path(output / f"{p.name}.mrc") as tmp:
+        with atomic_path(output / f"{p.name}.mrc", verify=read_header) as tmp:
             with mrcfile.new(tmp, overwrite=True) as mrc:
                 mrc.set_data(p.image)
                 if p.working_pixel_size:
@@ -185,11 +250,11 @@ def preprocess(micrographs, output, pixel_size, downsample, normalization, parti
               help="Input format (default: from the extension).")
 @click.option("--to", "to_fmt", type=click.Choice(["txt", "star", "box"]), default=None,
               help="Output format (default: from the extension; required for a directory).")
-@click.option("--scale", type=float, default=1.0, show_default=True,
+@click.option("--scale", type=POSITIVE, default=1.0, show_default=True,
               help="Multiply coordinates by this (e.g. 4 to go from 4x-binned to unbinned pixels).")
 @click.option("--box-size", type=int, default=None, help="Box size in pixels (EMAN .box output).")
 @click.option("--suffix", default="", help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
-@click.option("--threshold", type=float, default=None, help="Keep only picks with at least this score.")
+@click.option("--threshold", type=FINITE, default=None, help="Keep only picks with at least this score.")
 @handle_errors
 def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, threshold):
     """Convert coordinates between Topaz text, RELION STAR and EMAN .box (and pixel grids).
@@ -201,13 +266,18 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
     Example: pupick convert picks.txt star_dir/ --to star --suffix _pupick
     """
     from .coordinates import read_coordinates, write_coordinates, write_coordinates_per_micrograph
+    from .fsio import check_output_dir, check_output_file
 
+    per_micrograph = str(destination).endswith("/") or destination.is_dir() or not destination.suffix
+    if per_micrograph:
+        check_output_dir(destination, "destination directory")
+    else:
+        check_output_file(destination, "destination")
     picks = read_coordinates(source, from_fmt)
     if threshold is not None:
         picks = picks.above(threshold)
     if scale != 1.0:
         picks = picks.scaled(scale)
-    per_micrograph = str(destination).endswith("/") or destination.is_dir() or not destination.suffix
     if per_micrograph:
         if to_fmt is None:
             raise SettingsError("give --to when writing one file per micrograph into a directory")
@@ -224,8 +294,8 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
 @click.option("-l", "--labels", type=click.Path(path_type=Path), required=True,
               help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a directory of them.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory for the model.")
-@click.option("-d", "--particle-diameter", type=float, required=True, help="Particle diameter in A.")
-@click.option("-n", "--expected-particles", type=float, default=None,
+@click.option("-d", "--particle-diameter", type=POSITIVE, required=True, help="Particle diameter in A.")
+@click.option("-n", "--expected-particles", type=POSITIVE, default=None,
               help="Expected particles per micrograph (sets pi). If omitted, pupick assumes twice the mean "
                    "number you labelled per labelled micrograph and logs it; a rough guess within 2x is fine.")
 @scale_options
@@ -236,12 +306,12 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
               show_default=True, help="PU objective.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--steps-per-epoch", type=int, default=200, show_default=True)
-@click.option("--learning-rate", type=float, default=1e-3, show_default=True)
+@click.option("--learning-rate", type=POSITIVE, default=1e-3, show_default=True)
 @click.option("--training-radius", type=int, default=3, show_default=True,
               help="Working pixels around each label counted as positive.")
-@click.option("--autoencoder", type=float, default=None,
+@click.option("--autoencoder", type=FiniteFloat(0.0), default=None,
               help="Autoencoder weight gamma (default 10/N for N <= 250 labels, else 0).")
-@click.option("--holdout", type=float, default=0.2, show_default=True,
+@click.option("--holdout", type=FiniteFloat(0.0, high=1.0, high_open=True), default=0.2, show_default=True,
               help="Fraction of labelled micrographs held out to measure precision/recall/AP per epoch.")
 @click.option("--patience", type=int, default=4, show_default=True, help="Early stopping patience in epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -267,6 +337,7 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
     from .api import train as run_train
     from .coordinates import match_micrograph_names, read_coordinates
     from .errors import InputError
+    from .fsio import check_output_dir
     from .reports import plot_threshold_table, plot_training
     from .settings import TrainSettings
     from .signals import stop_on_signals
@@ -279,6 +350,8 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
             raise SettingsError(f"{ranks.describe()}: training on several processes needs a rendezvous "
                                 "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with torchrun "
                                 "or as one process")
+    if ranks.is_main:
+        check_output_dir(output)
     entries = _entries(micrographs)
     label_picks = read_coordinates(labels)
     if len(label_picks) == 0:
@@ -323,7 +396,7 @@ def _threshold_summary(result) -> str:
 @click.option("--format", "fmt", type=click.Choice(["txt", "star", "box"]), default=None,
               help="Output format (default: from the extension; star for a directory).")
 @click.option("--suffix", default="", help="Per-micrograph file name suffix, e.g. _pupick.")
-@click.option("-t", "--threshold", type=float, default=None,
+@click.option("-t", "--threshold", type=FINITE, default=None,
               help="Score threshold on the log-likelihood-ratio scale (logit): 0 = even odds, -3 keeps picks "
                    "~5% likely. Default: the threshold recommended at training.")
 @click.option("-r", "--radius", type=int, default=None,
@@ -339,7 +412,7 @@ def _threshold_summary(result) -> str:
 @click.option("--box-size", type=int, default=None, help="Box size in original pixels (for .box output).")
 @click.option("--method", type=click.Choice(["pupick", "dog"]), default="pupick", show_default=True,
               help="'dog' = difference-of-Gaussians baseline (needs --particle-diameter, no model).")
-@click.option("-d", "--particle-diameter", type=float, default=None, help="Particle diameter in A (for --method dog).")
+@click.option("-d", "--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A (for --method dog).")
 @scale_options
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True,
@@ -365,18 +438,27 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     """
     from .coordinates import write_coordinates, write_coordinates_per_micrograph
     from .device import set_threads
+    from .fsio import check_output_dir, check_output_file, write_atomic
     from .picks import Picks
     from .settings import ExtractSettings
     from .signals import stop_on_signals
 
     ranks, device, threads = _rank_setup(device, threads)
     set_threads(threads)
+    per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
+    if per_micrograph:
+        check_output_dir(output)
+    else:
+        check_output_file(output)
     all_entries = _entries(micrographs)
     entries = ranks.shard(all_entries)  # before skipping finished ones: every rank agrees on the split
     settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
                                batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers)
-    per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
     fmt = fmt or ("star" if per_micrograph else None)
+    picked_with = {"method": method, "model": None if model_path is None else str(model_path),
+                   "threshold": threshold, "radius": radius, "edge_margin": edge_margin, "max_picks": max_picks,
+                   "particle_diameter": particle_diameter, "pixel_size": pixel_size, "downsample": downsample,
+                   "normalization": normalization, "format": fmt, "suffix": suffix}
     coordinator = None
     if ranks.active:
         from .distributed import Coordinator
@@ -387,7 +469,10 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
         if done:
             log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
                      len(done), output)
+            _warn_about_skipped(output, [output / f"{e.name}{suffix}.{fmt}" for e in done], picked_with)
             entries = [e for e in entries if e not in done]
+    if per_micrograph and ranks.is_main:
+        write_atomic(output / RUN_RECORD, json.dumps(picked_with, indent=1, sort_keys=True) + "\n")
     if method == "dog":
         from .baseline import dog_extract
 
@@ -434,14 +519,47 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
                 return
             merged, n_picks, n_picked = combined
             picks, entries = (merged if merged is not None else picks), all_entries
+    total = n_picks if coordinator is not None and per_micrograph else len(picks)
+    if total == 0 and n_picked > 0:
+        at = f"threshold {threshold:g}" if threshold is not None else "the model's recommended threshold"
+        log.warning("no particles picked on any of the %d micrograph(s) at %s: the settings pick nothing "
+                    "(lower --threshold, check --max-picks / --edge-margin, or the model)", n_picked, at)
     if per_micrograph:
-        log.info("wrote %d picks for %d micrograph(s) to %s", n_picks if coordinator is not None else len(picks),
-                 n_picked, output)
+        log.info("wrote %d picks for %d micrograph(s) to %s", total, n_picked, output)
     else:
         write_coordinates(picks, output, fmt, box_size)
         log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)
     if coordinator is not None:
         coordinator.close()
+
+
+#: what a per-micrograph output directory was picked with (a re-run compares its settings)
+RUN_RECORD = ".pupick_extract.json"
+
+
+def _warn_about_skipped(output: Path, files: list[Path], picked_with: dict[str, Any]) -> None:
+    """Skipping finished micrographs is right for a resumed run, wrong after a run with other
+    settings or one that picked nothing: say so, so the re-run is never silently a no-op."""
+    from .coordinates import read_coordinates
+
+    try:
+        before = json.loads((output / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        before = None
+    if isinstance(before, dict):
+        changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in picked_with.items() if before.get(k) != v]
+        if changed:
+            log.warning("%d micrograph(s) in %s were picked with other settings (%s) and are skipped; "
+                        "add --overwrite to pick them again with these", len(files), output, "; ".join(changed))
+    empty = 0
+    for path in files:
+        try:
+            empty += len(read_coordinates(path)) == 0
+        except PupickError:
+            continue
+    if empty == len(files):
+        log.warning("all %d skipped coordinate file(s) in %s are empty (an earlier run picked nothing there); "
+                    "add --overwrite to pick them again", len(files), output)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -450,11 +568,11 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
               help="Picks (file or directory) with scores.")
 @click.option("-r", "--reference", type=click.Path(path_type=Path), required=True,
               help="Reference coordinates (file or directory).")
-@click.option("--radius", type=float, default=None,
+@click.option("--radius", type=POSITIVE, default=None,
               help="Matching radius in original pixels (default: particle radius from --particle-diameter and --pixel-size).")
-@click.option("-d", "--particle-diameter", type=float, default=None, help="Particle diameter in A.")
-@click.option("--pixel-size", type=float, default=None, help="Micrograph pixel size in A/px.")
-@click.option("-t", "--threshold", type=float, default=None, help="Score threshold for precision/recall/F1.")
+@click.option("-d", "--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A.")
+@click.option("--pixel-size", type=POSITIVE, default=None, help="Micrograph pixel size in A/px.")
+@click.option("-t", "--threshold", type=FINITE, default=None, help="Score threshold for precision/recall/F1.")
 @click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Directory for pr_curve.csv and pr_curve.png.")
 @handle_errors
@@ -474,6 +592,10 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
         if particle_diameter is None or pixel_size is None:
             raise SettingsError("give --radius, or --particle-diameter and --pixel-size")
         radius = particle_diameter / 2 / pixel_size
+    if output is not None:
+        from .fsio import check_output_dir
+
+        check_output_dir(output)
     picks = read_coordinates(picks_path)
     ref = read_coordinates(reference)
     full = run_evaluate(picks, ref, radius)

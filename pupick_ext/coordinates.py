@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import InputError, PupickError, SettingsError
-from .fsio import atomic_path
+from .fsio import write_atomic
 from .picks import Picks
 from .settings import MicrographEntry, micrograph_stem
 from .starfiles import find_table, read_star, write_star
@@ -80,6 +80,7 @@ def _read_txt(path: Path) -> Picks:
         # names such as "NA" or "None" are names, not missing values; only numbers may be NaN
         missing = ["nan", "NaN", "NAN", ""]
         table = pd.read_csv(path, sep=None, engine="python", comment="#", dtype={"image_name": str},
+                            encoding="utf-8-sig",  # a byte-order mark (Windows editors) is not part of a name
                             keep_default_na=False,
                             na_values={"x_coord": missing, "y_coord": missing, "score": missing})
     except Exception as exc:
@@ -152,7 +153,7 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
 
 def _read_box(path: Path) -> Picks:
     try:
-        rows = np.loadtxt(path, ndmin=2, comments="#")
+        rows = np.loadtxt(path, ndmin=2, comments="#", encoding="utf-8-sig")
     except ValueError as exc:
         raise InputError(f"not an EMAN .box file ({exc})".splitlines()[0], path) from None
     if rows.size == 0:
@@ -172,8 +173,7 @@ def write_coordinates(picks: Picks, path: str | Path, fmt: str | None = None, bo
     if kind == "txt":
         lines = ["image_name\tx_coord\ty_coord\tscore"]
         lines += [f"{n}\t{_num(x)}\t{_num(y)}\t{_num(s)}" for n, x, y, s in zip(picks.micrograph, picks.x, picks.y, picks.score)]
-        with atomic_path(path) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_atomic(path, "\n".join(lines) + "\n")
     elif kind == "star":
         if len(set(picks.micrograph)) <= 1:
             return write_coordinate_star(picks, path)
@@ -208,8 +208,7 @@ def _write_box(picks: Picks, path: Path, box_size: int | None) -> None:
         raise SettingsError("writing EMAN .box files needs a box size in pixels")
     half = box_size / 2
     lines = [f"{_num(x - half)}\t{_num(y - half)}\t{box_size}\t{box_size}" for x, y in zip(picks.x, picks.y)]
-    with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+    write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def write_coordinates_per_micrograph(picks: Picks, directory: str | Path, fmt: str = "star", suffix: str = "",

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: MRC modes a micrograph may have: int8, int16, float32, uint16, float16.
 SUPPORTED_MODES = {0, 1, 2, 6, 12}
+#: largest pixel magnitude accepted: squares and FFT sums of larger float32 values overflow to inf
+#: (detector counts and normalized images are many orders of magnitude below)
+MAX_PIXEL_MAGNITUDE = 1e15
 #: bytes per pixel of each supported mode
 _ITEMSIZE = {0: 1, 1: 2, 2: 4, 6: 2, 12: 2}
 
@@ -161,3 +164,8 @@ def validate_pixels(data: np.ndarray, path: str | Path) -> None:
         raise InputError(f"contains {bad} NaN or infinite pixel values", path)
     if data.size == 0 or float(data.max()) == float(data.min()):
         raise InputError("has zero variance (every pixel is the same): nothing to pick", path)
+    peak = max(abs(float(data.max())), abs(float(data.min())))
+    if peak > MAX_PIXEL_MAGNITUDE:
+        raise InputError(f"holds pixel values as large as {peak:.3g}, beyond what float32 arithmetic can "
+                         f"filter and normalize (|value| <= {MAX_PIXEL_MAGNITUDE:g}); the file's scaling is "
+                         "broken", path)

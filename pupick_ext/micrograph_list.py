@@ -88,7 +88,7 @@ def _from_star(path: Path) -> list[MicrographEntry]:
 
 def _from_text(path: Path) -> list[MicrographEntry]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # a byte-order mark is not part of a path
     except UnicodeDecodeError:
         raise InputError("not a text list of micrograph paths (binary content)", path) from None
     raws = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]

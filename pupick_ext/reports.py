@@ -19,6 +19,8 @@ from .picks import Picks  # noqa: E402
 
 #: longest side of the micrograph shown in a picks picture
 DISPLAY_SIZE = 1024
+#: the most a picks picture's height may differ from its width (either way)
+MAX_ASPECT = 4.0
 
 
 def _save(fig: Any, path: str | Path) -> Path:
@@ -35,8 +37,11 @@ def plot_picks(micrograph_path: str | Path, picks: Picks, out_png: str | Path, r
     factor = max(1.0, max(image.shape) / DISPLAY_SIZE)
     small, (sx, sy) = downsample(image, factor)
     lo, hi = np.percentile(small, [1, 99])
-    fig, ax = plt.subplots(figsize=(8, 8 * small.shape[0] / small.shape[1]))
-    ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear")
+    # a sliver of a micrograph (512 x 1) must not ask for a 4096-inch figure: the aspect is bounded
+    aspect = min(MAX_ASPECT, max(1 / MAX_ASPECT, small.shape[0] / small.shape[1]))
+    fig, ax = plt.subplots(figsize=(8, 8 * aspect))
+    clamped = aspect != small.shape[0] / small.shape[1]
+    ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear", aspect="auto" if clamped else "equal")
     from matplotlib.collections import PatchCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle

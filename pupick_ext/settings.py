@@ -7,6 +7,7 @@ the engine never parses a host's command line.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,14 @@ def _require(condition: bool, message: str) -> None:
         raise SettingsError(message)
 
 
+def _require_finite(obj: Any) -> None:
+    """Every number of a settings object is finite (nan passes every comparison check, inf most)."""
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SettingsError(f"{f.name.replace('_', ' ')} must be a finite number, got {value}")
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(obj):
@@ -57,7 +66,8 @@ class MicrographEntry:
         object.__setattr__(self, "path", Path(self.path))
         if not self.name:
             object.__setattr__(self, "name", micrograph_stem(self.path))
-        _require(self.pixel_size is None or self.pixel_size > 0, f"{self.path}: pixel size must be positive")
+        _require(self.pixel_size is None or (math.isfinite(self.pixel_size) and self.pixel_size > 0),
+                 f"{self.path}: pixel size must be a positive finite number")
 
 
 def micrograph_stem(path: str | Path) -> str:
@@ -84,6 +94,7 @@ class PreprocessSettings:
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         _require(self.pixel_size is None or self.downsample is None,
                  "give a working pixel size or a downsampling factor, not both")
         _require(self.pixel_size is None or self.pixel_size > 0, "working pixel size must be positive")
@@ -139,6 +150,7 @@ class TrainSettings:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         _require(self.particle_diameter > 0, "particle diameter (A) must be positive")
         _require(self.model in ARCHITECTURES, f"unknown model {self.model!r}; choose from {', '.join(ARCHITECTURES)}")
         _require(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}; choose from {', '.join(OBJECTIVES)}")
@@ -177,6 +189,7 @@ class ExtractSettings:
     num_workers: int = 0
 
     def __post_init__(self) -> None:
+        _require_finite(self)
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
         _require(self.edge_margin is None or self.edge_margin >= 0, "edge margin must be >= 0")
         _require(self.max_picks is None or self.max_picks >= 1, "max picks must be >= 1")

@@ -58,7 +58,17 @@ def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path)
     if isinstance(blocks, pd.DataFrame):
         blocks = {"": blocks}
     exact = {name: _shortest_floats(table) for name, table in blocks.items()}
-    with atomic_path(path) as tmp:
+    rows = {name: len(table) for name, table in exact.items()}
+
+    def reads_back(tmp: Path) -> None:  # every block, every row: nothing lost on a full disk
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            found = starfile.read(tmp, always_dict=True, parse_as_string=list(TEXT_COLUMNS))
+        got = {name: len(t) for name, t in found.items() if isinstance(t, pd.DataFrame)}
+        if any(got.get(name, 0) != n for name, n in rows.items() if n):
+            raise ValueError(f"rows per block {got}, expected {rows}")
+
+    with atomic_path(path, verify=reads_back) as tmp:
         starfile.write(exact, tmp, overwrite=True)
         # starfile heads the file with the time of writing; RELION's own "# version 30001" instead
         # makes equal tables give byte-identical files (re-runs and resumed runs can be compared)

@@ -8,6 +8,7 @@ user typed in the GUI.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,6 +87,8 @@ def _number(
         raise SettingsError(
             f"parameter '{name}': {text!r} is not a{'n integer' if kind is int else ' number'}"
         ) from None
+    if kind is float and not math.isfinite(number):
+        raise SettingsError(f"parameter '{name}': {text} is not a finite number")
     if minimum is not None and (number <= minimum if strictly else number < minimum):
         relation = ">" if strictly else ">="
         raise SettingsError(f"parameter '{name}': {text} must be {relation} {minimum:g}")

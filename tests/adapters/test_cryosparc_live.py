@@ -242,3 +242,47 @@ def test_train_only_completes_without_an_output(live: Live, tmp_path) -> None:
     assert job.status == "completed" and not job.model.spec.outputs.root and not job.saved
     assert result.n_particles == 0 and result.model_path == tmp_path / "w" / "training" / "model.pupick"
     assert any("use the model with --mode extract --model" in t for t in job.event_texts("text"))
+
+
+def test_stop_pressed_in_cryosparc_ends_the_run(live: Live, trained_model, monkeypatch) -> None:
+    """The UI's Stop kills the External job; the run notices through job.refresh() and saves nothing."""
+    import cryosparc_wrapper.live as live_mode
+    from cryosparc_wrapper import CryosparcError
+
+    monkeypatch.setattr(live_mode, "STOP_POLL_SECONDS", 0.0)
+    live.state.kill_running_on_read = 1  # the first status read after the start sees "killed"
+    options = PickOptions(mode="extract", model=trained_model, threshold=-20.0)
+    with pytest.raises(CryosparcError, match="was killed in cryoSPARC; nothing was saved"):
+        run_live("P1", "W1", "J2", None, options, credentials=live.credentials())
+    [job] = live.state.external_jobs()
+    assert job.status == "killed" and job.status_history == ["running", "killed"]
+    assert not job.saved and "jobs.save_output" not in live.state.calls
+    assert "jobs.mark_failed" not in live.state.calls and "jobs.mark_completed" not in live.state.calls
+
+
+def test_stop_is_polled_at_a_bounded_rate(live: Live, trained_model, monkeypatch) -> None:
+    """With the default interval a short run reads the job's status at most once or twice."""
+    live.state.kill_running_on_read = 10**6  # counts reads, never kills
+    options = PickOptions(mode="extract", model=trained_model, threshold=-20.0)
+    run_live("P1", "W1", "J2", None, options, credentials=live.credentials())
+    [job] = live.state.external_jobs()
+    assert job.status == "completed"
+    reads = 10**6 - live.state.kill_running_on_read  # status reads while the job was running
+    assert 0 <= reads <= 2  # STOP_POLL_SECONDS apart, not one per micrograph
+
+
+def test_job_failure_message_is_one_line(live: Live, tmp_path) -> None:
+    """What cryoSPARC shows as the job's error is pupick's one line, not a Python traceback."""
+    from pupick_ext import ModelError
+
+    not_a_model = tmp_path / "notes.pupick"
+    not_a_model.write_text("this is not a model\n")
+    options = PickOptions(mode="extract", model=not_a_model)
+    with pytest.raises(ModelError):
+        run_live("P1", "W1", "J2", None, options, credentials=live.credentials())
+    [job] = live.state.external_jobs()
+    assert job.status == "failed"
+    assert job.failed_error is not None and "\n" not in job.failed_error.strip()
+    assert "Traceback" not in job.failed_error and 'File "' not in job.failed_error
+    assert "not a torch archive" in job.failed_error and "notes.pupick" in job.failed_error
+    assert any(t.startswith("pupick failed: ") and "notes.pupick" in t for t in job.event_texts("error"))

@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pytest
+import yaml  # a test dependency (pyproject [test]): the .csg is checked, never skipped
 from cryosparc.dataset import Dataset
 from cryosparc_fake.harness import FAST, PICKER_DESCR
 
 from cryosparc_wrapper import PickOptions, run_offline
 from cryosparc_wrapper.cli import main
 from pupick_ext import InputError, read_coordinates
-
-yaml = pytest.importorskip("yaml")
 
 
 def check_outputs(out, scene, n_expected: int | None = None, flip_y: bool = False) -> Dataset:

@@ -156,7 +156,7 @@ ROUTES: tuple[Route, ...] = (
         "get",
         "/jobs/{project_uid}/{job_uid}",
         "jobs.find_one",
-        lambda s, r: s.job(_p(r, "project_uid"), _p(r, "job_uid")).model,
+        lambda s, r: s.find_job(_p(r, "project_uid"), _p(r, "job_uid")),
         response="Job",
     ),
     Route(

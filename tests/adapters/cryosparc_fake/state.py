@@ -127,6 +127,9 @@ class FakeCryosparc:
         #: Project directories as the server reports them (default: the real directory); set one
         #: to a path that does not exist here to act like an instance on another machine.
         self.reported_dirs: dict[str, str] = {}
+        #: Press Stop in the UI: the n-th time a running External job is read (jobs.find_one,
+        #: what job.refresh() asks), it is killed first. None: never.
+        self.kill_running_on_read: int | None = None
 
     # ----------------------------------------------------------------- building the scene
     def add_project(self, uid: str, directory: Path, title: str = "Test project") -> None:
@@ -234,6 +237,16 @@ class FakeCryosparc:
         if (project_uid, uid) not in self.jobs:
             raise FakeError(404, f"Job {project_uid}-{uid} not found")
         return self.jobs[(project_uid, uid)]
+
+    def find_job(self, project_uid: str, uid: str) -> Job:
+        job = self.job(project_uid, uid)
+        if self.kill_running_on_read is not None and job.model.spec.type == "snowflake" and job.status == "running":
+            self.kill_running_on_read -= 1
+            if self.kill_running_on_read <= 0:
+                self.kill_running_on_read = None
+                job.model.status = "killed"
+                job.status_history.append("killed")
+        return job.model
 
     def external_job(self, project_uid: str, uid: str) -> FakeJob:
         job = self.job(project_uid, uid)
