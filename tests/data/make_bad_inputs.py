@@ -61,6 +61,17 @@ CASE_IDS = (
     "labels_empty",
     "labels_unlisted_micrographs",
     "labels_missing_columns",
+    # found by a second corpus designed apart from this one (issue 12)
+    "model_not_a_model",
+    "model_nan_weights",
+    "threshold_nan",
+    "labels_not_finite",
+    "pixel_size_absurd",
+    "diameter_absurd",
+    "pixels_near_float_max",
+    "labels_with_bom",
+    "small_micrograph",
+    "sliver_micrograph",
 )
 
 
@@ -88,6 +99,8 @@ class Case:
     model: str = "good"
     special: str = ""  #: a case the host packaging handles by hand (see reliability_helpers)
     notes: str = ""
+    threshold: str = ""  #: the score threshold option's value, where the case is about it
+    diameter: str = ""  #: the particle diameter option's value (train), where the case is about it
 
     @property
     def star(self) -> str:
@@ -212,6 +225,11 @@ def _bad_micrographs(project: Path, good: Path) -> None:
     write_mrc(bad / "constant.mrc", np.full(SHAPE, 7.0, dtype=np.float32))
     write_mrc(bad / "tiny.mrc", pixels[:24, :24].copy())
     (bad / "not_mrc.mrc").write_text("this is a text file, not a micrograph\n" * 40, encoding="utf-8")
+    # finite, but squares and FFT sums overflow float32
+    write_mrc(bad / "near_float_max.mrc", (pixels / np.abs(pixels).max() * 3e38).astype(np.float32))
+    write_mrc(bad / "small.mrc", pixels[:80, :80].copy())  # 80 x 80: smaller than a particle once binned
+    write_mrc(bad / "sliver.mrc", pixels[:1, :].copy())  # 1 row of 256 pixels
+    write_mrc(bad / "absurd_pixel_size.mrc", pixels, pixel_size=1e6)
 
 
 def _binned_copy(good: Path, target: Path) -> None:
@@ -255,6 +273,13 @@ def _models(project: Path) -> None:
     (models / "newer_version.pupick").write_bytes(buffer.getvalue())
     raw = good.read_bytes()
     (models / "corrupt.pupick").write_bytes(raw[: len(raw) // 2])
+    (models / "not_a_model.pupick").write_text("this is not a model\n", encoding="utf-8")
+    nan = torch.load(good, map_location="cpu", weights_only=True)
+    key = next(k for k, v in nan["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    nan["state_dict"][key] = torch.full_like(nan["state_dict"][key], float("nan"))  # a diverged training
+    buffer = io.BytesIO()
+    torch.save(nan, buffer)
+    (models / "nan_weights.pupick").write_bytes(buffer.getvalue())
     good.unlink()
 
 
@@ -486,6 +511,110 @@ def _cases(truth: dict[str, np.ndarray]) -> list[Case]:
             labels=some,
             special="labels_missing_columns",
         ),
+        Case(
+            "model_not_a_model",
+            "a text file given as the model",
+            "extract",
+            "fail",
+            "not a torch archive",
+            "not_a_model.pupick",
+            (first,),
+            model="not_a_model.pupick",
+        ),
+        Case(
+            "model_nan_weights",
+            "a model whose weights are NaN (a diverged training)",
+            "extract",
+            "fail",
+            "NaN or infinite",
+            "nan_weights.pupick",
+            (first,),
+            model="nan_weights.pupick",
+        ),
+        Case(
+            "threshold_nan",
+            "score threshold nan",
+            "extract",
+            "fail",
+            "finite",
+            "threshold",
+            (first,),
+            threshold="nan",
+            notes="refused before anything is picked (nan compares false: no picks, empty files)",
+        ),
+        Case(
+            "labels_not_finite",
+            "a labelled particle at x = nan",
+            "train",
+            "fail",
+            "finite",
+            "",
+            all_good,
+            labels=some + ((good[0], float("nan"), 40.0),),
+        ),
+        Case(
+            "pixel_size_absurd",
+            "a micrograph of 1e6 A/px",
+            "extract",
+            "ok",
+            "implausible",
+            "absurd_pixel_size",
+            (first, "bad/absurd_pixel_size.mrc"),
+            (PIXEL_SIZE, 1e6),
+            notes="picked, with a warning naming the pixel size",
+        ),
+        Case(
+            "diameter_absurd",
+            "particle diameter 100000 A",
+            "train",
+            "fail",
+            "larger than the",
+            "diameter",
+            all_good,
+            labels=some,
+            diameter="100000",
+        ),
+        Case(
+            "pixels_near_float_max",
+            "finite pixel values near 3e38",
+            "extract",
+            "fail",
+            "as large as",
+            "near_float_max.mrc",
+            one("near_float_max.mrc"),
+        ),
+        Case(
+            "labels_with_bom",
+            "Topaz labels starting with a UTF-8 byte-order mark",
+            "train",
+            "ok",
+            "",
+            "",
+            all_good,
+            labels=some,
+            special="labels_with_bom",
+            notes="RELION and cryoSPARC get the same labels in their own formats",
+        ),
+        Case(
+            "small_micrograph",
+            "80x80 px micrograph",
+            "extract",
+            "ok",
+            "smaller than a particle",
+            "small",
+            one("small.mrc"),
+            notes="warned, and its coordinate file is empty",
+        ),
+        Case(
+            "sliver_micrograph",
+            "1x256 px micrograph",
+            "extract",
+            "ok",
+            "smaller than a particle",
+            "sliver",
+            one("sliver.mrc"),
+            notes="warned, no picks; a picture of it stays of bounded size",
+        ),
     ]
     assert tuple(c.id for c in cases) == CASE_IDS
     return cases
@@ -550,6 +679,8 @@ def make_corpus(root: str | Path, huge: bool = False) -> Corpus:
                 )
             else:
                 write_topaz(labels, list(case.labels))
+                if case.special == "labels_with_bom":
+                    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())
     if huge:
         corpus.huge = make_huge(project / "huge" / "huge.mrc")
     return corpus
