@@ -438,7 +438,7 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     """
     from .coordinates import write_coordinates, write_coordinates_per_micrograph
     from .device import set_threads
-    from .fsio import check_output_dir, check_output_file, write_atomic
+    from .fsio import check_output_dir, check_output_file
     from .picks import Picks
     from .settings import ExtractSettings
     from .signals import stop_on_signals
@@ -455,10 +455,6 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
                                batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers)
     fmt = fmt or ("star" if per_micrograph else None)
-    picked_with = {"method": method, "model": None if model_path is None else str(model_path),
-                   "threshold": threshold, "radius": radius, "edge_margin": edge_margin, "max_picks": max_picks,
-                   "particle_diameter": particle_diameter, "pixel_size": pixel_size, "downsample": downsample,
-                   "normalization": normalization, "format": fmt, "suffix": suffix}
     coordinator = None
     if ranks.active:
         from .distributed import Coordinator
@@ -469,10 +465,8 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
         if done:
             log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
                      len(done), output)
-            _warn_about_skipped(output, [output / f"{e.name}{suffix}.{fmt}" for e in done], picked_with)
+            _warn_if_all_empty(output, [output / f"{e.name}{suffix}.{fmt}" for e in done])
             entries = [e for e in entries if e not in done]
-    if per_micrograph and ranks.is_main:
-        write_atomic(output / RUN_RECORD, json.dumps(picked_with, indent=1, sort_keys=True) + "\n")
     if method == "dog":
         from .baseline import dog_extract
 
@@ -533,24 +527,11 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
         coordinator.close()
 
 
-#: what a per-micrograph output directory was picked with (a re-run compares its settings)
-RUN_RECORD = ".pupick_extract.json"
-
-
-def _warn_about_skipped(output: Path, files: list[Path], picked_with: dict[str, Any]) -> None:
-    """Skipping finished micrographs is right for a resumed run, wrong after a run with other
-    settings or one that picked nothing: say so, so the re-run is never silently a no-op."""
+def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
+    """Skipping finished micrographs is right for a resumed run, wrong after a run that picked
+    nothing (e.g. a threshold too high): say so, so the re-run is never silently a no-op."""
     from .coordinates import read_coordinates
 
-    try:
-        before = json.loads((output / RUN_RECORD).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        before = None
-    if isinstance(before, dict):
-        changed = [f"{k} {before.get(k)!r} -> {v!r}" for k, v in picked_with.items() if before.get(k) != v]
-        if changed:
-            log.warning("%d micrograph(s) in %s were picked with other settings (%s) and are skipped; "
-                        "add --overwrite to pick them again with these", len(files), output, "; ".join(changed))
     empty = 0
     for path in files:
         try:

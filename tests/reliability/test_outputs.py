@@ -225,13 +225,12 @@ def test_sliver_picture_is_bounded(corpus, tmp_path) -> None:
 
 
 def test_rerun_after_an_empty_run_is_not_silent(corpus, good_model, tmp_path) -> None:
-    """A run that picks nothing says so; a re-run with other settings is told what it skips."""
+    """A run that picks nothing says so; a re-run that would skip only empty files says that."""
     out = tmp_path / "o"
     star = corpus.cases["model_corrupt"].star
     base = ["extract", "-m", star, "--model", good_model, "-o", f"{out}/", "--device", "cpu"]
     first = run_pupick([*base, "-t", "50"], corpus.project, out)
     assert first.rc == 0 and "no particles picked on any of the 1 micrograph(s) at threshold 50" in first.err
     again = run_pupick([*base, "-t", "-8"], corpus.project, out)
-    assert again.rc == 0
-    assert "picked with other settings (threshold 50.0 -> -8.0)" in again.err, again.err
+    assert again.rc == 0, again.text
     assert "are empty (an earlier run picked nothing there)" in again.err
