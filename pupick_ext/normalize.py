@@ -139,3 +139,28 @@ def standardize(image: np.ndarray) -> np.ndarray:
     """Zero mean, unit variance per image."""
     x = image.astype(np.float64)
     return ((x - x.mean()) / max(float(x.std()), _EPS)).astype(np.float32)
+
+
+#: 1 / Phi^-1(3/4): turns a median absolute deviation into a Gaussian standard deviation
+_MAD_TO_SIGMA = 1.482602218505602
+
+
+def robust_location_scale(image: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 * median absolute deviation) of an image: its ice level and noise scale.
+
+    Both move with the image under x -> a*x + b (a > 0), and neither is pulled by carbon,
+    ice chunks or beads that cover less than half of the micrograph, which the mean and
+    standard deviation are.
+    """
+    x = np.asarray(image, dtype=np.float64).reshape(-1)
+    centre = float(np.median(x))
+    scale = _MAD_TO_SIGMA * float(np.median(np.abs(x - centre)))
+    if not scale > 0:  # more than half the pixels equal: fall back to the standard deviation
+        scale = float(x.std())
+    return centre, max(scale, _EPS)
+
+
+def robust_standardize(image: np.ndarray) -> np.ndarray:
+    """(x - median) / robust sigma per image: the same output for x and a*x + b (a > 0)."""
+    centre, scale = robust_location_scale(image)
+    return ((np.asarray(image, dtype=np.float64) - centre) / scale).astype(np.float32)

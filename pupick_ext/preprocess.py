@@ -15,7 +15,7 @@ from .downsample import downsample
 from .errors import InputError
 from .fsio import atomic_path
 from .micrograph import read_header, read_micrograph, validate_pixels
-from .normalize import GMMParams, fit_gain, fit_gmm, gmm_normalize, sample_pixels, standardize
+from .normalize import GMMParams, fit_gain, fit_gmm, gmm_normalize, robust_standardize, sample_pixels, standardize
 from .settings import MicrographEntry, PreprocessSettings, Progress
 
 log = logging.getLogger(__name__)
@@ -95,19 +95,28 @@ def load_working_image(entry: MicrographEntry, factor: float,
 
 
 def normalize_image(image: np.ndarray, normalization: str, gmm: GMMParams | None, seed: int = 0) -> np.ndarray:
-    """Normalize one working image with the given method (GMM needs shared params)."""
-    if normalization == "standard" or gmm is None:
+    """Normalize one working image with the given method (GMM needs shared params).
+
+    Every method first removes the image's own offset and scale, so the result is the same
+    for x and a*x + b (a > 0): micrographs of other doses, ice thickness, gain references or
+    background subtraction reach the network on one scale. "gmm" then applies the shared
+    two-component mixture's gain to what remains (the shape of the intensity histogram).
+    """
+    if normalization == "standard":
         return standardize(image)
+    centred = robust_standardize(image)
+    if normalization == "robust" or gmm is None:
+        return centred
     rng = np.random.default_rng(seed)
-    gain = fit_gain(sample_pixels(image, rng), gmm)
-    return gmm_normalize(image, gmm, gain)
+    gain = fit_gain(sample_pixels(centred, rng), gmm)
+    return gmm_normalize(centred, gmm, gain)
 
 
 def fit_normalization(images: Sequence[np.ndarray], seed: int = 0) -> GMMParams:
     """Fit the shared GMM on a pixel subsample of every image (deterministic with ``seed``)."""
     rng = np.random.default_rng(seed)
     n = min(min(img.size for img in images), 65536)
-    samples = np.stack([sample_pixels(img, rng, n) for img in images])
+    samples = np.stack([sample_pixels(robust_standardize(img), rng, n) for img in images])
     params, _ = fit_gmm(samples)
     return params
 

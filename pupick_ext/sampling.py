@@ -73,8 +73,10 @@ class TrainingImage:
 class PatchSampler:
     """Draws (patches, masks) minibatches from training images, deterministically from a seed."""
 
-    def __init__(self, images: list[TrainingImage], receptive_field: int, out_size: int, seed: int = 0) -> None:
+    def __init__(self, images: list[TrainingImage], receptive_field: int, out_size: int, seed: int = 0,
+                 augment: bool = True) -> None:
         self.images = images
+        self.augment = augment
         self.rf = receptive_field
         self.half = receptive_field // 2
         self.out = out_size
@@ -130,4 +132,20 @@ class PatchSampler:
         for i, (p, m) in enumerate(zip(patches, masks)):  # images smaller than a patch stay zero/ignored
             batch[i, 0, : p.shape[0], : p.shape[1]] = p
             mask_batch[i, : m.shape[0], : m.shape[1]] = m
+        if self.augment:
+            for i, k in enumerate(self.rng.integers(0, 8, n_patches)):
+                batch[i, 0] = dihedral(batch[i, 0], int(k))
+                mask_batch[i] = dihedral(mask_batch[i], int(k))
         return batch, mask_batch
+
+
+def dihedral(square: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 symmetries of a square array (k in 0..7: k % 4 quarter turns, then a mirror if k >= 4).
+
+    Particles lie in every in-plane orientation, and a mirrored projection is the projection
+    of the same particle seen from the opposite side, so each symmetry of a patch is another
+    valid training example. A patch and its mask share one centre, so the same k keeps every
+    output pixel aligned with its receptive field.
+    """
+    out = np.rot90(square, k % 4)
+    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)

@@ -20,8 +20,10 @@ Progress = Callable[[int, int, str], None]
 #: polled between micrographs / steps; True makes the engine raise AbortRequested
 ShouldStop = Callable[[], bool]
 
-Normalization = Literal["gmm", "standard"]
+Normalization = Literal["gmm", "robust", "standard"]
+NORMALIZATIONS: tuple[str, ...] = ("gmm", "robust", "standard")
 Objective = Literal["ge-binomial", "ge-kl", "pn", "nnpu"]
+HoldoutBy = Literal["auto", "micrograph", "region"]
 Architecture = Literal["resnet8", "resnet16", "conv31", "conv63", "conv127"]
 
 OBJECTIVES: tuple[str, ...] = ("ge-binomial", "ge-kl", "pn", "nnpu")
@@ -99,7 +101,8 @@ class PreprocessSettings:
                  "give a working pixel size or a downsampling factor, not both")
         _require(self.pixel_size is None or self.pixel_size > 0, "working pixel size must be positive")
         _require(self.downsample is None or self.downsample >= 1, "downsampling factor must be >= 1")
-        _require(self.normalization in ("gmm", "standard"), f"unknown normalization {self.normalization!r}")
+        _require(self.normalization in NORMALIZATIONS, f"unknown normalization {self.normalization!r}; "
+                 f"choose from {', '.join(NORMALIZATIONS)}")
         if self.cache_dir is not None:
             object.__setattr__(self, "cache_dir", Path(self.cache_dir))
 
@@ -141,9 +144,11 @@ class TrainSettings:
     patch_size: int = 32
     positive_fraction: float = 0.25
     learning_rate: float = 1e-3
+    augment: bool = True
     ge_weight: float = 1.0
     autoencoder: float | None = None
     holdout_fraction: float = 0.2
+    holdout_by: HoldoutBy = "auto"
     patience: int = 4
     seed: int = 0
     device: str = "auto"
@@ -164,6 +169,8 @@ class TrainSettings:
         _require(self.learning_rate > 0, "learning rate must be positive")
         _require(self.autoencoder is None or self.autoencoder >= 0, "autoencoder weight must be >= 0")
         _require(0 <= self.holdout_fraction < 1, "hold-out fraction must lie in [0, 1)")
+        _require(self.holdout_by in ("auto", "micrograph", "region"),
+                 f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

@@ -11,7 +11,11 @@ Image model, per micrograph (rendered on a padded grid so that the CTF does not 
   little astigmatism, B-factor envelope), with the sign that makes particles dark (underfocus);
 - expected counts = dose x transmission (ice-thickness gradient, contaminants, carbon) x
   (1 + phase contrast); the micrograph is a Poisson draw from it (float32 counts). The particle
-  contrast is scaled so that the per-pixel SNR inside particle disks matches the preset.
+  contrast is scaled so that the per-pixel SNR inside particle disks matches the preset;
+- the dose differs from micrograph to micrograph (x0.6-1.5 on medium), and on medium and hard
+  about half the micrographs are stored as ``gain * counts + offset`` (gain 0.25-4, offset
+  down to below zero), as gain-normalized, dark- or background-subtracted micrographs from
+  other programs are: a picker that keys on absolute intensity fails on them.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ class Difficulty:
     carbon_probability: float  #: chance that a micrograph shows a carbon edge
     ice_gradient: float  #: relative change of the background across the field
     structural_noise: float  #: CTF-filtered ice noise variance, relative to shot noise
+    dose_spread: tuple[float, float] = (0.9, 1.1)  #: per-micrograph dose factor range
+    rescaled: float = 0.0  #: chance that a micrograph is stored as gain * counts + offset
 
 
 #: The presets, easiest first: they differ mainly in SNR and in clutter.
@@ -70,9 +76,11 @@ PRESETS: dict[str, Difficulty] = {
     "easy": Difficulty(snr=0.15, particles=(38, 46), touching=0.10, contaminants=(1, 3),
                        carbon_probability=0.25, ice_gradient=0.05, structural_noise=0.15),
     "medium": Difficulty(snr=0.07, particles=(45, 55), touching=0.15, contaminants=(5, 9),
-                         carbon_probability=0.5, ice_gradient=0.10, structural_noise=0.25),
+                         carbon_probability=0.5, ice_gradient=0.10, structural_noise=0.25,
+                         dose_spread=(0.6, 1.5), rescaled=0.5),
     "hard": Difficulty(snr=0.035, particles=(50, 60), touching=0.25, contaminants=(8, 12),
-                       carbon_probability=0.6, ice_gradient=0.15, structural_noise=0.35),
+                       carbon_probability=0.6, ice_gradient=0.15, structural_noise=0.35,
+                       dose_spread=(0.5, 1.6), rescaled=0.6),
 }
 
 
@@ -355,7 +363,7 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
     defocus_u, defocus_v = mean_defocus + astig / 2, mean_defocus - astig / 2
     angle = rng.uniform(-90.0, 90.0)
     b_factor = rng.uniform(*B_FACTOR_RANGE)
-    dose = DOSE_E_PER_A2 * PIXEL_SIZE**2 * rng.uniform(0.9, 1.1)
+    dose = DOSE_E_PER_A2 * PIXEL_SIZE**2 * rng.uniform(*difficulty.dose_spread)
     snr = difficulty.snr * float(np.exp(rng.normal(0.0, 0.1)))
     fom, max_res = rng.uniform(0.1, 0.3), rng.uniform(3.0, 6.0)
 
@@ -424,6 +432,12 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
     contrast = np.fft.irfft2(transfer * (f_clean + noise_f), s=grid)[crop]
     expected = dose * transmission[crop] * np.clip(1 + contrast, 0.05, None)
     image = rng.poisson(expected).astype(np.float32)
+    gain, offset = 1.0, 0.0
+    if rng.random() < difficulty.rescaled:
+        # stored as another program would write it: gain-normalized, dark- or mean-subtracted
+        gain = float(np.exp(rng.uniform(np.log(0.25), np.log(4.0))))
+        offset = float(rng.uniform(-1.2, 0.5)) * float(image.mean()) * gain
+        image = (image * gain + offset).astype(np.float32)
 
     extra = {}
     if components:
@@ -431,8 +445,8 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
         clutter = absorb[crop] > 0
         if carbon_mask is not None:
             clutter |= carbon_mask[crop] > 0.5
-        extra = dict(clean=dose * transmission[crop] * (1 + clean_contrast),
-                     particle_signal=dose * transmission[crop] * scale * c_particles[crop],
+        extra = dict(clean=gain * dose * transmission[crop] * (1 + clean_contrast) + offset,
+                     particle_signal=gain * dose * transmission[crop] * scale * c_particles[crop],
                      clutter=clutter)
     return _Synthetic(image=image, x=xs, y=ys, defocus_u=float(defocus_u), defocus_v=float(defocus_v),
                       defocus_angle=float(angle), figure_of_merit=float(fom), max_resolution=float(max_res),

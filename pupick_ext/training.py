@@ -39,6 +39,7 @@ from .objectives import (
 from .picks import Picks
 from .preprocess import PreparedMicrograph
 from .sampling import (
+    IGNORE,
     POSITIVE,
     UNLABELED,
     PatchSampler,
@@ -54,8 +55,6 @@ log = logging.getLogger(__name__)
 
 #: thresholds (logit scale) tabulated after training
 THRESHOLD_GRID = tuple(float(t) for t in np.arange(-8.0, 8.01, 0.5))
-#: held-out recall the recommended threshold keeps
-TARGET_RECALL = 0.9
 #: unlabeled pixels per GE-binomial count: the count distribution is evaluated on groups
 #: of this many pixels (the minibatch size the method was designed for), not on all of a
 #: dense batch at once, whose sharp Gaussian would swamp the positive term.
@@ -76,6 +75,26 @@ class TrainResult:
     pi: float
     expected_particles: float
     holdout: list[str] = field(default_factory=list)
+
+
+def pu_f1(labelled_precision: float, recall: float, completeness: float) -> float:
+    """F1 with the precision corrected for unlabelled particles among the held-out data.
+
+    A pick on an unlabelled particle counts as false against the labels, so with a share
+    ``completeness`` of the particles labelled the true precision is about
+    ``labelled_precision / completeness`` (recall against labels is unbiased if the labelled
+    particles are a fair sample). With whole micrographs labelled this is the plain F1.
+    """
+    precision = min(1.0, labelled_precision / completeness) if completeness > 0 else 0.0
+    return 0.0 if precision + recall <= 0 else 2 * precision * recall / (precision + recall)
+
+
+def recommend_threshold(thresholds: Sequence[float], f1: Sequence[float]) -> float:
+    """The threshold of the best held-out (PU-corrected) F1; ties and a flat curve go to the lower one."""
+    best = max(f1) if len(f1) else 0.0
+    if best <= 0:
+        return float(thresholds[0])
+    return float(min(t for t, f in zip(thresholds, f1, strict=True) if f >= best - 1e-9))
 
 
 def suggest_expected_particles(labelled_counts: Sequence[int], area: float, radius: float) -> float:
@@ -100,6 +119,23 @@ def split_holdout(names: Sequence[str], fraction: float, seed: int) -> tuple[lis
     n_hold = min(len(names) - 1, max(1, int(round(fraction * len(names)))))
     hold = sorted(names[i] for i in order[:n_hold])
     return [n for n in names if n not in hold], hold
+
+
+#: fewest labelled micrographs for holding out whole micrographs; with fewer, a strip of
+#: every labelled micrograph is held out instead, so no micrograph's labels are lost to training
+MIN_HOLDOUT_MICROGRAPHS = 5
+
+
+def holdout_strips(shapes: dict[str, tuple[int, int]], fraction: float, seed: int) -> dict[str, tuple[int, int]]:
+    """A held-out band of columns [c0, c1) per micrograph, ``fraction`` of its width, at a seeded place."""
+    rng = np.random.default_rng(seed)
+    strips = {}
+    for name in sorted(shapes):
+        width = shapes[name][1]
+        span = max(1, int(round(fraction * width)))
+        c0 = int(rng.integers(0, max(width - span, 0) + 1))
+        strips[name] = (c0, c0 + span)
+    return strips
 
 
 def _fingerprint(settings: TrainSettings, preprocess: PreprocessSettings, names: Sequence[str], n_labels: int) -> str:
@@ -204,10 +240,20 @@ class Trainer:
         labelled = [p.name for p in prepared if len(labels.for_micrograph(p.name))]
         if not labelled:
             raise InputError("no labelled particle falls on any of the given micrographs")
-        self.train_names, self.holdout_names = split_holdout(labelled, settings.holdout_fraction, settings.seed)
         self.labels = labels
         self.working_labels = {n: _working_labels(self.by_name[n], labels.for_micrograph(n)) for n in labelled}
-        self.n_train_labels = int(sum(len(self.working_labels[n]) for n in self.train_names))
+        by_region = settings.holdout_by == "region" or (
+            settings.holdout_by == "auto" and len(labelled) < MIN_HOLDOUT_MICROGRAPHS)
+        #: held-out column bands (region hold-out), or empty (whole micrographs held out)
+        self.strips: dict[str, tuple[int, int]] = {}
+        if by_region and settings.holdout_fraction > 0:
+            self.train_names, self.holdout_names = list(labelled), list(labelled)
+            self.strips = holdout_strips({n: self.by_name[n].image.shape for n in labelled},
+                                         settings.holdout_fraction, settings.seed)
+        else:
+            self.train_names, self.holdout_names = split_holdout(labelled, settings.holdout_fraction, settings.seed)
+        self.train_labels = {n: self._outside_strip(n, self.working_labels[n]) for n in self.train_names}
+        self.n_train_labels = int(sum(len(v) for v in self.train_labels.values()))
         self.radius = float(np.mean([settings.particle_diameter / 2 / p.working_pixel_size
                                      if p.working_pixel_size else 0 for p in prepared])) or 10.0
         self._setup_pi(prepared)
@@ -222,15 +268,28 @@ class Trainer:
                 self.forward_module, device_ids=[self.device] if self.device.type == "cuda" else None)
         self.objective = make_objective(settings.objective, self.pi, settings.ge_weight)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.learning_rate)
-        images = [TrainingImage(self.by_name[n].image,
-                                label_mask(self.by_name[n].image.shape, self.working_labels[n][:, 0],
-                                           self.working_labels[n][:, 1], settings.training_radius),
-                                self.working_labels[n])
+        images = [TrainingImage(self.by_name[n].image, self._training_mask(n), self.train_labels[n])
                   for n in self.train_names]
         self.sampler = PatchSampler(images, self.net.receptive_field, settings.patch_size,
-                                    seed=settings.seed + self.rank)
+                                    seed=settings.seed + self.rank, augment=settings.augment)
         self.fingerprint = _fingerprint(settings, preprocess, self.train_names + self.holdout_names, len(labels))
         self.checkpoint_path = self.workdir / "checkpoint.pt"
+
+    def _outside_strip(self, name: str, rows_cols: np.ndarray) -> np.ndarray:
+        """The labels of ``name`` that training may use (all of them unless a strip is held out)."""
+        if name not in self.strips:
+            return rows_cols
+        c0, c1 = self.strips[name]
+        return rows_cols[(rows_cols[:, 1] < c0) | (rows_cols[:, 1] >= c1)]
+
+    def _training_mask(self, name: str) -> np.ndarray:
+        """The label mask of a training micrograph, IGNORE over its held-out strip."""
+        labels = self.working_labels[name]
+        mask = label_mask(self.by_name[name].image.shape, labels[:, 0], labels[:, 1], self.settings.training_radius)
+        if name in self.strips:
+            c0, c1 = self.strips[name]
+            mask[:, c0:c1] = IGNORE
+        return mask
 
     def _setup_pi(self, prepared: Sequence[PreparedMicrograph]) -> None:
         s = self.settings
@@ -317,13 +376,24 @@ class Trainer:
         return self._autoencoder_loss(x, index, recon)
 
     # ------------------------------------------------------------ validation
+    def _heldout_picks(self, names: Sequence[str], threshold: float) -> tuple[Picks, Picks]:
+        """(picks, labelled reference) on the held-out data, working pixels: whole micrographs or strips."""
+        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
+        picks = _picks_at(maps, names, self.radius, threshold, 0)
+        reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
+                                 for n in names)
+        if self.strips:
+            picks, reference = self._in_strips(picks), self._in_strips(reference)
+        return picks, reference
+
+    def _in_strips(self, picks: Picks) -> Picks:
+        bounds = np.array([self.strips[n] for n in picks.micrograph], dtype=float).reshape(-1, 2)
+        return picks.select((picks.x >= bounds[:, 0]) & (picks.x < bounds[:, 1]))
+
     def _validate(self, names: Sequence[str]) -> dict[str, float]:
         if not names:
             return {}
-        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
-        picks = _picks_at(maps, names, self.radius, -math.inf, 0)
-        reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
-                                 for n in names)
+        picks, reference = self._heldout_picks(names, -math.inf)
         result = evaluate_picks(picks.above(0.0), reference, self.radius)
         full = evaluate_picks(picks, reference, self.radius)
         return {"precision": result.precision, "recall": result.recall, "ap": full.average_precision}
@@ -480,10 +550,10 @@ class Trainer:
     def threshold_table(self) -> tuple[list[tuple[float, float, float]], float]:
         """(threshold, picks per micrograph, held-out recall) rows and the recommended threshold.
 
-        Recall against labels is meaningful in PU data (precision is not: unlabelled true
-        particles count as false), so the recommendation is the highest threshold that
-        keeps TARGET_RECALL of the held-out labelled particles. Computed on rank 0 and
-        shared with the other ranks.
+        The recommendation maximises the held-out F1 with the precision corrected for the
+        particles that carry no label (:func:`pu_f1`; the share labelled is the labelled count
+        over the expected count), so it balances missed particles against false picks on
+        data the network did not train on. Computed on rank 0 and shared with the other ranks.
         """
         if self.world_size > 1:
             rows, recommended = self._broadcast(self._threshold_table() if self.is_main else None)
@@ -492,17 +562,22 @@ class Trainer:
 
     def _threshold_table(self) -> tuple[list[tuple[float, float, float]], float]:
         names = self.holdout_names or self.train_names
-        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
-        picks = _picks_at(maps, names, self.radius, THRESHOLD_GRID[0], 0)
-        reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
-                                 for n in names)
-        rows = []
+        picks, reference = self._heldout_picks(names, THRESHOLD_GRID[0])
+        # picks per micrograph: counts on strips are scaled up by the area they cover
+        full = sum(self.by_name[n].image.size for n in names)
+        seen = sum(self.by_name[n].image.shape[0] * (self.strips[n][1] - self.strips[n][0]) if self.strips
+                   else self.by_name[n].image.size for n in names)
+        per_micrograph = full / max(seen, 1) / len(names)
+        # what share of the held-out particles carry a label (1 when whole micrographs are labelled)
+        completeness = float(np.clip(len(reference) * per_micrograph / max(self.expected, 1e-9), 1e-3, 1.0))
+        rows, f1 = [], []
         for t in THRESHOLD_GRID:
             kept = picks.above(t)
-            recall = evaluate_picks(kept, reference, self.radius).recall if len(reference) else float("nan")
-            rows.append((t, len(kept) / len(names), float(recall)))
-        good = [t for t, _, r in rows if r >= TARGET_RECALL]
-        recommended = max(good) if good else THRESHOLD_GRID[0]
+            result = evaluate_picks(kept, reference, self.radius) if len(reference) else None
+            recall = result.recall if result is not None else float("nan")
+            rows.append((t, len(kept) * per_micrograph, float(recall)))
+            f1.append(0.0 if result is None else pu_f1(result.precision, result.recall, completeness))
+        recommended = recommend_threshold([r[0] for r in rows], f1)
         return rows, float(recommended)
 
     def model_info(self, gmm: dict | None, recommended: float, table: list) -> dict[str, Any]:
