@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
 from pupick_ext import PupickError
 
+from .errors import missing_tools_message
 from .options import ARCHITECTURES, MODES, PickOptions
 
 logger = logging.getLogger(__name__)
@@ -338,8 +338,11 @@ def _main(argv: Sequence[str] | None) -> int:
     except PupickError as err:
         _fail(str(err))
         return 1
-    except httpx.HTTPError as err:
-        _fail(f"cryoSPARC request failed: {type(err).__name__}: {err}")
+    except ImportError as err:  # the cryosparc extra is not installed: one line, not a traceback
+        message = missing_tools_message(err)
+        if message is None:
+            raise
+        _fail(message)
         return 1
     except KeyboardInterrupt:
         click.echo(f"{PROG}: interrupted", err=True)
@@ -349,9 +352,14 @@ def _main(argv: Sequence[str] | None) -> int:
         _fail(f"{where}{err.strerror or err}")
         return 1
     except Exception as err:
-        from cryosparc.errors import APIError
-
-        if not isinstance(err, APIError):
+        # httpx and cryosparc-tools are optional (the cryosparc extra): an error can only be
+        # theirs when they were imported, so look them up instead of importing them here
+        httpx = sys.modules.get("httpx")
+        if httpx is not None and isinstance(err, httpx.HTTPError):
+            _fail(f"cryoSPARC request failed: {type(err).__name__}: {err}")
+            return 1
+        errors = sys.modules.get("cryosparc.errors")
+        if errors is None or not isinstance(err, getattr(errors, "APIError", ())):
             raise
         from .connect import describe_api_error
 

@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from .errors import CryosparcError
 
 if TYPE_CHECKING:
@@ -139,6 +137,7 @@ def load_credentials(
 
 def _reason(err: BaseException) -> str:
     """One short line saying why a request failed, without URLs' user info or secrets."""
+    import httpx
     from cryosparc.errors import APIError
 
     if isinstance(err, APIError):
@@ -161,6 +160,7 @@ def connect(credentials: Credentials, timeout: float = 300) -> CryoSPARC:
     Raises:
         CryosparcError: unreachable, credentials rejected, or not a compatible cryoSPARC.
     """
+    import httpx
     from cryosparc.errors import APIError
     from cryosparc.tools import CryoSPARC
 
@@ -217,6 +217,7 @@ def describe_api_error(err: BaseException, what: str) -> CryosparcError:
 
 
 def _api_errors() -> tuple[type[BaseException], ...]:
+    import httpx
     from cryosparc.errors import APIError
 
     return (APIError, httpx.HTTPError)
