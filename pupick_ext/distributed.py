@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import AbortRequested, PupickError, SettingsError
-from .fsio import write_atomic
+from .fsio import atomic_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -396,10 +396,9 @@ def gather_picks(coordinator: Coordinator, name: str, picks: Any, n_micrographs:
     if combine and coordinator.transport == "files" and not coordinator.info.is_main:
         assert coordinator._files is not None
         part = coordinator._files / f"{name}.{coordinator.info.rank}.npz"
-        with open(part.with_suffix(".tmp"), "wb") as handle:
+        with atomic_path(part) as tmp, open(tmp, "wb") as handle:  # fsynced, zip checked, renamed
             np.savez(handle, micrograph=np.asarray(picks.micrograph, dtype=str), x=picks.x, y=picks.y,
                      score=picks.score)
-        os.replace(part.with_suffix(".tmp"), part)
     payload: dict[str, Any] = {"ok": True, "n_picks": len(picks), "n_micrographs": n_micrographs,
                                "part": str(part) if part else ""}
     if combine and coordinator.transport == "process group":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -53,12 +54,24 @@ def find_table(tables: dict[str, pd.DataFrame], columns: tuple[str, ...], path: 
     raise InputError(f"no table with columns {', '.join('_' + c for c in columns)} (found {found})", path)
 
 
-def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path) -> Path:
-    """Write one or more tables as a STAR file, atomically."""
+def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path, *,
+               layout: Literal["exact", "relion31"] = "exact") -> Path:
+    """Write one or more tables as a STAR file, atomically (verified by reading every block back).
+
+    Either way the file carries no time stamp, so equal tables give byte-identical files.
+
+    - ``"exact"`` (pupick's outputs): float columns as the shortest text that reads back to the
+      same value, tab separated, one ``# version 30001`` line at the top.
+    - ``"relion31"`` (the demo data, laid out as RELION 3.1 programs write theirs): floats with six
+      decimals, space separated, and ``# version 30001`` before every data block.
+    """
+    if layout not in ("exact", "relion31"):
+        raise ValueError(f"unknown STAR layout {layout!r}")
     if isinstance(blocks, pd.DataFrame):
         blocks = {"": blocks}
-    exact = {name: _shortest_floats(table) for name, table in blocks.items()}
-    rows = {name: len(table) for name, table in exact.items()}
+    relion = layout == "relion31"
+    tables = {name: table if relion else _shortest_floats(table) for name, table in blocks.items()}
+    rows = {name: len(table) for name, table in tables.items()}
 
     def reads_back(tmp: Path) -> None:  # every block, every row: nothing lost on a full disk
         with warnings.catch_warnings():
@@ -69,14 +82,29 @@ def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path)
             raise ValueError(f"rows per block {got}, expected {rows}")
 
     with atomic_path(path, verify=reads_back) as tmp:
-        starfile.write(exact, tmp, overwrite=True)
+        starfile.write(tables, tmp, overwrite=True, **({"sep": " ", "float_format": "%.6f"} if relion else {}))
         # starfile heads the file with the time of writing; RELION's own "# version 30001" instead
         # makes equal tables give byte-identical files (re-runs and resumed runs can be compared)
         text = tmp.read_text(encoding="utf-8")
         first, newline, rest = text.partition("\n")
         if first.startswith("# Created by the starfile"):
-            tmp.write_text(STAR_HEADER + newline + rest, encoding="utf-8")
+            text = rest if relion else STAR_HEADER + newline + rest
+        if relion:
+            text = _version_per_block(text.lstrip("\n"), list(tables))
+        tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def _version_per_block(text: str, names: list[str]) -> str:
+    """``# version 30001`` and a blank line before each block's ``data_<name>`` line, in order."""
+    lines: list[str] = []
+    waiting = [f"data_{name}" for name in names]
+    for line in text.split("\n"):
+        if waiting and line == waiting[0]:  # the header comes before its block's rows
+            lines += [STAR_HEADER, ""]
+            waiting.pop(0)
+        lines.append(line)
+    return "\n".join(lines)
 
 
 def _shortest_floats(table: pd.DataFrame) -> pd.DataFrame:

@@ -459,43 +459,22 @@ def _micrograph_rng(seed: int, index: int) -> np.random.Generator:
 
 
 # --- writing -------------------------------------------------------------------------------------
-def _temp_name(path: Path) -> Path:
-    """A temporary name in the same directory as ``path``, keeping its extension."""
-    return path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-
-
-def _replace_from_temp(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(temp_path)`` then rename onto ``path``; the temp file is removed on failure."""
-    tmp = _temp_name(path)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
+# Through the engine's one atomic writer (fsio) and one STAR writer (starfiles): every file is
+# fsynced, checked and renamed into place, so an interrupted run leaves no torn file.
 def _write_mrc(path: Path, data: np.ndarray) -> None:
     """A float32 (mode 2) MRC with the pixel size in the header, written atomically."""
-    def write(tmp: Path) -> None:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(np.ascontiguousarray(data, dtype=np.float32))
-            mrc.voxel_size = PIXEL_SIZE
-    _replace_from_temp(path, write)
+    from .fsio import atomic_path
 
+    image = np.ascontiguousarray(data, dtype=np.float32)
 
-def _write_star(path: Path, blocks: dict[str, pd.DataFrame] | pd.DataFrame) -> None:
-    """A STAR file via starfile, laid out as RELION 3.1 writes it (space separated, ``# version 30001``)."""
-    def write(tmp: Path) -> None:
-        starfile.write(blocks, tmp, sep=" ")
-        text = tmp.read_text()
-        tmp.write_text(re.sub(r"^data_", f"{_STAR_VERSION}\n\ndata_", text, flags=re.MULTILINE))
-    _replace_from_temp(path, write)
+    def whole(tmp: Path) -> None:  # the 1024-byte header and every pixel, no extended header
+        size = tmp.stat().st_size
+        if size != 1024 + image.nbytes:
+            raise ValueError(f"{size} of {1024 + image.nbytes} bytes on disk")
 
-
-def _write_text(path: Path, text: str) -> None:
-    """A text file written atomically."""
-    _replace_from_temp(path, lambda tmp: tmp.write_text(text))
+    with atomic_path(path, verify=whole) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
+        mrc.set_data(image)
+        mrc.voxel_size = PIXEL_SIZE
 
 
 def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str = "medium", seed: int = 0,
@@ -513,6 +492,9 @@ def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str 
     if min(shape) < 2 * PARTICLE_DIAMETER / PIXEL_SIZE + 28:
         raise SettingsError(f"demo micrographs must be at least "
                             f"{int(2 * PARTICLE_DIAMETER / PIXEL_SIZE + 28)} pixels on a side")
+    from .fsio import write_atomic
+    from .starfiles import write_star
+
     difficulty = PRESETS[preset]
     outdir = Path(outdir).resolve()
     (outdir / "Micrographs").mkdir(parents=True, exist_ok=True)
@@ -526,8 +508,8 @@ def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str 
         mic = _synthesize(_micrograph_rng(seed, i), shape, difficulty)
         path = outdir / "Micrographs" / f"{name}.mrc"
         _write_mrc(path, mic.image)
-        _write_star(outdir / "truth" / f"{name}.star",
-                    pd.DataFrame({"rlnCoordinateX": mic.x, "rlnCoordinateY": mic.y}))
+        write_star(pd.DataFrame({"rlnCoordinateX": mic.x, "rlnCoordinateY": mic.y}),
+                   outdir / "truth" / f"{name}.star", layout="relion31")
         entries.append(MicrographEntry(path, name=name, pixel_size=PIXEL_SIZE))
         tables.append(Picks.for_one(name, mic.x, mic.y))
         rows.append({
@@ -551,13 +533,13 @@ def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str 
         "rlnMicrographPixelSize": [PIXEL_SIZE],
     })
     star_path = outdir / "micrographs_ctf.star"
-    _write_star(star_path, {"optics": optics, "micrographs": pd.DataFrame(rows)})
+    write_star({"optics": optics, "micrographs": pd.DataFrame(rows)}, star_path, layout="relion31")
 
     truth = Picks.concat(tables)
     lines = ["image_name\tx_coord\ty_coord"]
     lines += [f"{n}\t{x:.2f}\t{y:.2f}" for n, x, y in zip(truth.micrograph, truth.x, truth.y, strict=True)]
     truth_file = outdir / "truth.txt"
-    _write_text(truth_file, "\n".join(lines) + "\n")
+    write_atomic(truth_file, "\n".join(lines) + "\n")
     return DemoData(outdir=outdir, micrographs_star=star_path, micrographs=entries, truth=truth,
                     truth_file=truth_file, particle_diameter=PARTICLE_DIAMETER, pixel_size=PIXEL_SIZE,
                     preset=preset)
