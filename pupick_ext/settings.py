@@ -24,6 +24,7 @@ Normalization = Literal["gmm", "robust", "standard"]
 NORMALIZATIONS: tuple[str, ...] = ("gmm", "robust", "standard")
 Objective = Literal["ge-binomial", "ge-kl", "pn", "nnpu"]
 HoldoutBy = Literal["auto", "micrograph", "region"]
+LRSchedule = Literal["constant", "cosine"]
 Architecture = Literal["resnet8", "resnet16", "conv31", "conv63", "conv127"]
 
 OBJECTIVES: tuple[str, ...] = ("ge-binomial", "ge-kl", "pn", "nnpu")
@@ -144,6 +145,7 @@ class TrainSettings:
     patch_size: int = 32
     positive_fraction: float = 0.25
     learning_rate: float = 1e-3
+    lr_schedule: LRSchedule = "constant"
     augment: bool = True
     ge_weight: float = 1.0
     autoencoder: float | None = None
@@ -169,6 +171,8 @@ class TrainSettings:
         _require(self.learning_rate > 0, "learning rate must be positive")
         _require(self.autoencoder is None or self.autoencoder >= 0, "autoencoder weight must be >= 0")
         _require(0 <= self.holdout_fraction < 1, "hold-out fraction must lie in [0, 1)")
+        _require(self.lr_schedule in ("constant", "cosine"),
+                 f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
         _require(self.holdout_by in ("auto", "micrograph", "region"),
                  f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 

@@ -117,10 +117,15 @@ class _Synthetic:
 
 
 # --- the particle --------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _particle_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Atom centres (m, 3) px about the centre of mass, widths (m,) px, projected peak amplitudes."""
-    rng = np.random.default_rng(PARTICLE_SEED)
+@functools.lru_cache(maxsize=8)
+def _particle_model(particle_seed: int = PARTICLE_SEED) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Atom centres (m, 3) px about the centre of mass, widths (m,) px, projected peak amplitudes.
+
+    The default seed gives the demo's particle (a body, an elongated lobe and a knob); any
+    other seed gives another particle of the same size made of 2-4 random domains, so a test
+    can check that a picker learns the particle it is shown, not the demo's.
+    """
+    rng = np.random.default_rng(particle_seed)
     radius = PARTICLE_DIAMETER / 2 / PIXEL_SIZE
 
     def ellipsoid(n: int, centre: tuple[float, float, float], axes: tuple[float, float, float]) -> np.ndarray:
@@ -128,15 +133,25 @@ def _particle_model() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         d /= np.linalg.norm(d, axis=1, keepdims=True)
         return np.asarray(centre) + d * rng.random((n, 1)) ** (1 / 3) * np.asarray(axes)
 
-    body = ellipsoid(18, (-0.15, -0.05, 0.0), (0.62, 0.52, 0.45))
-    t = np.linspace(0.0, 1.0, 6)[:, None]
-    lobe = (np.array([0.30, 0.10, 0.05]) + t * np.array([0.55, 0.25, 0.05])
-            + rng.normal(scale=0.04, size=(6, 3)))
-    knob = ellipsoid(3, (-0.20, 0.55, 0.40), (0.10, 0.10, 0.10))
-    pos = np.concatenate([body, lobe, knob]) * radius
-    sigma = np.concatenate([rng.uniform(0.13, 0.20, 18), rng.uniform(0.09, 0.13, 6),
-                            rng.uniform(0.10, 0.13, 3)]) * radius
-    density = np.concatenate([rng.uniform(0.8, 1.2, 18), rng.uniform(0.7, 1.0, 6), np.full(3, 1.0)])
+    if particle_seed == PARTICLE_SEED:
+        body = ellipsoid(18, (-0.15, -0.05, 0.0), (0.62, 0.52, 0.45))
+        t = np.linspace(0.0, 1.0, 6)[:, None]
+        lobe = (np.array([0.30, 0.10, 0.05]) + t * np.array([0.55, 0.25, 0.05])
+                + rng.normal(scale=0.04, size=(6, 3)))
+        knob = ellipsoid(3, (-0.20, 0.55, 0.40), (0.10, 0.10, 0.10))
+        pos = np.concatenate([body, lobe, knob]) * radius
+        sigma = np.concatenate([rng.uniform(0.13, 0.20, 18), rng.uniform(0.09, 0.13, 6),
+                                rng.uniform(0.10, 0.13, 3)]) * radius
+        density = np.concatenate([rng.uniform(0.8, 1.2, 18), rng.uniform(0.7, 1.0, 6), np.full(3, 1.0)])
+    else:
+        domains = []
+        for _ in range(int(rng.integers(2, 5))):
+            centre = tuple(rng.uniform(-0.45, 0.45, 3))
+            axes = tuple(rng.uniform(0.2, 0.55, 3))
+            domains.append(ellipsoid(int(rng.integers(5, 14)), centre, axes))  # type: ignore[arg-type]
+        pos = np.concatenate(domains) * radius
+        sigma = rng.uniform(0.09, 0.2, len(pos)) * radius
+        density = rng.uniform(0.7, 1.2, len(pos))
     mass = density * sigma**3
     pos -= (mass[:, None] * pos).sum(0) / mass.sum()
     # Scale about the centre of mass so that the outer extent (centre + 1.2 sigma) is the radius.
@@ -157,9 +172,9 @@ def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _render_particles(grid: tuple[int, int], xs: np.ndarray, ys: np.ndarray,
-                      rotations: np.ndarray) -> np.ndarray:
+                      rotations: np.ndarray, particle_seed: int = PARTICLE_SEED) -> np.ndarray:
     """Projected potential of the rotated particles at (xs, ys) on a grid of ``grid`` pixels."""
-    pos, sigma, amp = _particle_model()
+    pos, sigma, amp = _particle_model(particle_seed)
     out = np.zeros(grid)
     if xs.size == 0:
         return out
@@ -349,7 +364,7 @@ def _disk_mask(grid: tuple[int, int], xs: np.ndarray, ys: np.ndarray, radius: fl
 
 
 def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Difficulty,
-                components: bool = False) -> _Synthetic:
+                components: bool = False, particle_seed: int = PARTICLE_SEED) -> _Synthetic:
     """Render one micrograph; with ``components`` also the noise-free image and the particle signal."""
     h, w = shape
     radius = PARTICLE_DIAMETER / 2 / PIXEL_SIZE
@@ -403,7 +418,7 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
     n_target = _stochastic_round(rng, rng.uniform(*difficulty.particles) * max(inner, 0.0) * free_fraction)
     xs, ys = _place_particles(rng, shape, n_target, radius, allowed, difficulty.touching)
     rotations = _random_rotations(rng, xs.size)
-    potential = _render_particles(grid, xs + off[1], ys + off[0], rotations)
+    potential = _render_particles(grid, xs + off[1], ys + off[0], rotations, particle_seed)
 
     # Phase contrast through the CTF; particles are dark (the transfer at k=0 is -A).
     transfer = -_ctf(grid, defocus_u, defocus_v, angle, b_factor)
@@ -416,7 +431,7 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
         power = float((c_particles[disk] ** 2).mean())
     else:  # no particles: calibrate the contrast scale on one virtual particle in the middle
         cx, cy = np.array([grid[1] / 2]), np.array([grid[0] / 2])
-        one = _render_particles(grid, cx, cy, np.eye(3)[None])
+        one = _render_particles(grid, cx, cy, np.eye(3)[None], particle_seed)
         virtual = np.fft.irfft2(transfer * np.fft.rfft2(one), s=grid)
         t_particles = float(transmission[crop].mean())
         power = float((virtual[_disk_mask(grid, cx, cy, radius)] ** 2).mean())
@@ -478,8 +493,10 @@ def _write_mrc(path: Path, data: np.ndarray) -> None:
 
 
 def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str = "medium", seed: int = 0,
-                       shape: tuple[int, int] = (1024, 1024)) -> DemoData:
+                       shape: tuple[int, int] = (1024, 1024), particle_seed: int = PARTICLE_SEED) -> DemoData:
     """Write synthetic micrographs, a RELION 3.1 CtfFind-style STAR file and ground truth to ``outdir``.
+
+    ``particle_seed`` chooses the particle (the default is the demo's own; see ``_particle_model``).
 
     Files: ``Micrographs/mic_000.mrc`` ..., ``micrographs_ctf.star`` (micrograph paths relative to
     ``outdir``), ``truth.txt`` (Topaz tab text) and ``truth/mic_000.star`` (RELION coordinates).
@@ -505,7 +522,7 @@ def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str 
     tables: list[Picks] = []
     for i in range(int(n_micrographs)):
         name = f"mic_{i:03d}"
-        mic = _synthesize(_micrograph_rng(seed, i), shape, difficulty)
+        mic = _synthesize(_micrograph_rng(seed, i), shape, difficulty, particle_seed=int(particle_seed))
         path = outdir / "Micrographs" / f"{name}.mrc"
         _write_mrc(path, mic.image)
         write_star(pd.DataFrame({"rlnCoordinateX": mic.x, "rlnCoordinateY": mic.y}),

@@ -172,3 +172,27 @@ def test_presets_are_ordered_by_snr() -> None:
 def test_bad_arguments_raise_settings_error(tmp_path, kwargs) -> None:
     with pytest.raises(SettingsError):
         generate_demo_data(tmp_path, **kwargs)
+
+
+def test_another_particle_seed_gives_another_particle_of_the_same_size(tmp_path) -> None:
+    from pupick_ext.synthetic import PARTICLE_SEED, _particle_model
+
+    default, other = _particle_model(PARTICLE_SEED), _particle_model(7)
+    assert default[0].shape != other[0].shape or not np.allclose(default[0], other[0])
+    radius = 150.0 / 2 / 1.5
+    assert np.linalg.norm(other[0], axis=1).max() <= radius
+    data = generate_demo_data(tmp_path / "p7", n_micrographs=2, preset="easy", seed=1, shape=(256, 256),
+                              particle_seed=7)
+    assert len(data.truth) > 0
+
+
+def test_medium_micrographs_differ_in_dose_offset_and_gain() -> None:
+    """As on a real grid and across programs: a picker keyed to absolute intensity must fail here."""
+    means, ratios = [], []
+    for i in range(8):
+        mic = _synthesize(_micrograph_rng(5, i), SHAPE, PRESETS["medium"])
+        means.append(float(mic.image.mean()))
+        ratios.append(float(mic.image.var() / max(abs(mic.image.mean()), 1e-9)))
+    assert max(means) - min(means) > 0.5 * max(abs(m) for m in means)
+    # raw Poisson counts have variance ~ mean; stored gain*counts+offset do not
+    assert any(abs(r - 1.0) > 0.5 for r in ratios) and any(abs(r - 1.0) < 0.5 for r in ratios)

@@ -13,7 +13,15 @@ from pupick_ext.objectives import make_objective
 from pupick_ext.picks import Picks
 from pupick_ext.preprocess import PreparedMicrograph
 from pupick_ext.settings import PreprocessSettings, TrainSettings
-from pupick_ext.training import GE_GROUP, Trainer, _TrainForward, ge_binomial_grouped
+from pupick_ext.sampling import IGNORE
+from pupick_ext.training import (
+    GE_GROUP,
+    Trainer,
+    _TrainForward,
+    ge_binomial_grouped,
+    pu_f1,
+    recommend_threshold,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -139,3 +147,37 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
     assert [h["loss"] for h in history_resumed] == [h["loss"] for h in history_full]
     for key, value in full.net.state_dict().items():
         assert torch.equal(value, resumed.net.state_dict()[key]), key
+
+
+def test_few_labelled_micrographs_hold_out_a_strip_of_each(tmp_path) -> None:
+    """With < 5 labelled micrographs every one trains, minus a held-out strip that validation scores."""
+    prepared, labels = _prepared(n=3)
+    trainer = Trainer(prepared, labels, _settings(holdout_fraction=0.25), PreprocessSettings(normalization="standard"),
+                      tmp_path / "strip")
+    assert trainer.train_names == trainer.holdout_names == ["m0", "m1", "m2"]
+    for name, (c0, c1) in trainer.strips.items():
+        assert c1 - c0 == 24
+        used = trainer.train_labels[name]
+        assert not ((used[:, 1] >= c0) & (used[:, 1] < c1)).any()  # no held-out label trains
+        mask = trainer.sampler.images[trainer.train_names.index(name)].mask
+        assert (mask[:, c0:c1] == IGNORE).all() and (mask[:, :c0] != IGNORE).all()
+    picks, reference = trainer._heldout_picks(trainer.holdout_names, -np.inf)
+    bounds = np.array([trainer.strips[n] for n in reference.micrograph])
+    assert len(reference) and ((reference.x >= bounds[:, 0]) & (reference.x < bounds[:, 1])).all()
+    # whole micrographs are held out when asked for (or when there are enough of them)
+    by_micrograph = Trainer(prepared, labels, _settings(holdout_by="micrograph"),
+                            PreprocessSettings(normalization="standard"), tmp_path / "mic")
+    assert not by_micrograph.strips and len(by_micrograph.holdout_names) == 1
+
+
+def test_pu_f1_corrects_precision_for_unlabelled_particles() -> None:
+    assert pu_f1(0.8, 0.8, 1.0) == pytest.approx(0.8)
+    # half the particles labelled: a labelled precision of 0.4 is a true precision of 0.8
+    assert pu_f1(0.4, 0.8, 0.5) == pytest.approx(0.8)
+    assert pu_f1(0.9, 0.5, 0.5) == pytest.approx(2 * 0.5 / 1.5)  # precision is capped at 1
+    assert pu_f1(0.0, 0.0, 1.0) == 0.0
+
+
+def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
+    assert recommend_threshold([-2.0, -1.0, 0.0, 1.0], [0.2, 0.7, 0.7, 0.1]) == -1.0
+    assert recommend_threshold([-2.0, -1.0], [0.0, 0.0]) == -2.0
