@@ -277,7 +277,7 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
                     warned.add(entry.path)
                     _warn_pixel_size(entry, p.working_pixel_size / p.scale[0])  # type: ignore[union-attr]
             maps = score_batch(engine, [p.image for p in prepared], device,  # type: ignore[union-attr]
-                               tile_size=settings.tile_size)
+                               tile_size=settings.tile_size, symmetries=settings.symmetries)
             for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
                 if i and should_stop is not None and should_stop():
                     raise AbortRequested("stopped between micrographs; finished micrographs are kept")

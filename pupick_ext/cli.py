@@ -25,6 +25,8 @@ import click
 
 from . import __version__
 from .errors import PupickError, SettingsError
+from .settings import ExtractSettings as _ExtractDefaults
+from .settings import TrainSettings as _TrainDefaults
 
 log = logging.getLogger("pupick")
 
@@ -150,8 +152,11 @@ def micrographs_option(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def scale_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--normalization", type=click.Choice(["gmm", "standard"]), default="gmm", show_default=True,
-                        help="GMM with per-micrograph gain (method of the paper) or plain standardization.")(func)
+    func = click.option("--normalization", type=click.Choice(["gmm", "robust", "standard"]), default="robust",
+                        show_default=True,
+                        help="Each micrograph's median and robust spread are removed first (so offset and gain "
+                             "do not matter); gmm then applies the two-component mixture's gain, robust stops "
+                             "there, standard uses the plain mean and standard deviation instead.")(func)
     func = click.option("--downsample", type=FiniteFloat(1.0), default=None,
                         help="Downsampling factor (>= 1), instead of --pixel-size.")(func)
     func = click.option("--pixel-size", type=POSITIVE, default=None,
@@ -304,23 +309,35 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
 @click.option("--width", type=int, default=32, show_default=True, help="Channels in the first layers.")
 @click.option("--objective", type=click.Choice(["ge-binomial", "ge-kl", "pn", "nnpu"]), default="ge-binomial",
               show_default=True, help="PU objective.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=200, show_default=True)
-@click.option("--learning-rate", type=POSITIVE, default=1e-3, show_default=True)
+@click.option("--epochs", type=int, default=_TrainDefaults.epochs, show_default=True)
+@click.option("--steps-per-epoch", type=int, default=_TrainDefaults.steps_per_epoch, show_default=True)
+@click.option("--learning-rate", type=POSITIVE, default=_TrainDefaults.learning_rate, show_default=True)
+@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=_TrainDefaults.lr_schedule,
+              show_default=True, help="Learning rate over the run: constant, or a cosine decay to 5%.")
+@click.option("--init", default=_TrainDefaults.init, show_default=True,
+              help="Start from a pretrained model: 'general' (shipped with pupick: trained on many synthetic "
+                   "particles), a model.pupick file, or 'none' for random weights. 'auto': 'general' when "
+                   "--model and --width are the defaults, else random weights.")
+@click.option("--augment/--no-augment", default=_TrainDefaults.augment, show_default=True,
+              help="Train on all 8 turns and mirrors of each patch (particles lie in every orientation).")
 @click.option("--training-radius", type=int, default=3, show_default=True,
               help="Working pixels around each label counted as positive.")
 @click.option("--autoencoder", type=FiniteFloat(0.0), default=None,
               help="Autoencoder weight gamma (default 10/N for N <= 250 labels, else 0).")
-@click.option("--holdout", type=FiniteFloat(0.0, high=1.0, high_open=True), default=0.2, show_default=True,
-              help="Fraction of labelled micrographs held out to measure precision/recall/AP per epoch.")
+@click.option("--holdout", type=FiniteFloat(0.0, high=1.0, high_open=True), default=_TrainDefaults.holdout_fraction,
+              show_default=True, help="Fraction of the labelled data held out to measure precision/recall/AP "
+              "per epoch (for early stopping and the recommended threshold).")
+@click.option("--holdout-by", type=click.Choice(["auto", "micrograph", "region"]), default=_TrainDefaults.holdout_by,
+              show_default=True, help="Hold out whole micrographs, or a strip of every labelled micrograph; "
+              "auto: micrographs when at least 5 are labelled, else strips (no micrograph's labels are lost).")
 @click.option("--patience", type=int, default=4, show_default=True, help="Early stopping patience in epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @threads_option
 @handle_errors
 def train(micrographs, labels, output, particle_diameter, expected_particles, pixel_size, downsample,
-          normalization, architecture, width, objective, epochs, steps_per_epoch, learning_rate, training_radius,
-          autoencoder, holdout, patience, seed, device, threads):
+          normalization, architecture, width, objective, epochs, steps_per_epoch, learning_rate, lr_schedule, init,
+          augment, training_radius, autoencoder, holdout, holdout_by, patience, seed, device, threads):
     """Train a classifier from micrographs and a few hundred labelled particles.
 
     Writes OUTPUT/model.pupick, a threshold table (threshold -> particles per micrograph
@@ -362,8 +379,10 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
     settings = TrainSettings(
         particle_diameter=particle_diameter, model=architecture, width=width, objective=objective,
         expected_particles=expected_particles, training_radius=training_radius, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, autoencoder=autoencoder,
-        holdout_fraction=holdout, patience=patience, seed=seed, device=device, num_threads=threads)
+        steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, lr_schedule=lr_schedule,
+        init=None if init in (None, "", "none") else init, augment=augment, autoencoder=autoencoder,
+        holdout_fraction=holdout, holdout_by=holdout_by, patience=patience, seed=seed, device=device,
+        num_threads=threads)
     pre = _preprocess_settings(pixel_size, downsample, normalization, seed, output / "cache")
     with stop_on_signals() as stop:
         result = run_train(entries, label_picks, pre, settings, output,
@@ -404,6 +423,9 @@ def _threshold_summary(result) -> str:
 @click.option("--edge-margin", type=int, default=None, help="Drop picks this close to the border (working px).")
 @click.option("--max-picks", type=int, default=None, help="At most this many picks per micrograph.")
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Micrographs per forward pass.")
+@click.option("--symmetries", type=click.Choice(["1", "2", "4", "8"]), default=str(_ExtractDefaults.symmetries),
+              show_default=True, help="Average each score map over this many turns/mirrors of the micrograph "
+              "(steadier scores; costs that many forward passes).")
 @click.option("--tile-size", type=int, default=2048, show_default=True,
               help="Score micrographs larger than this (working px) in tiles; lower it on a GPU with little memory.")
 @click.option("--workers", type=int, default=0, show_default=True,
@@ -419,8 +441,8 @@ def _threshold_summary(result) -> str:
               help="Re-pick micrographs that already have a coordinate file in the output directory.")
 @threads_option
 @handle_errors
-def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size, tile_size,
-            workers, box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite,
+def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size,
+            symmetries, tile_size, workers, box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite,
             threads):
     """Pick particles on micrographs with a trained model.
 
@@ -453,7 +475,8 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     all_entries = _entries(micrographs)
     entries = ranks.shard(all_entries)  # before skipping finished ones: every rank agrees on the split
     settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
-                               batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers)
+                               batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers,
+                               symmetries=int(symmetries))
     fmt = fmt or ("star" if per_micrograph else None)
     coordinator = None
     if ranks.active:

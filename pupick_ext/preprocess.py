@@ -65,13 +65,13 @@ def downsampling_factor(entry: MicrographEntry, settings: PreprocessSettings,
 def _cache_key(entry: MicrographEntry, factor: float) -> str:
     stat = entry.path.stat()
     ident = {"path": str(entry.path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns,
-             "factor": round(factor, 6), "v": 1}
+             "factor": round(factor, 6), "v": 2}
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def load_working_image(entry: MicrographEntry, factor: float,
                        cache_dir: Path | None = None) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
-    """The downsampled (not yet normalized) image, its (x, y) scale and the original shape.
+    """The downsampled image less its mean level (not yet normalized), its (x, y) scale, the original shape.
 
     With ``cache_dir``, the result is kept as .npy keyed by the file identity and the factor.
     """
@@ -85,7 +85,11 @@ def load_working_image(entry: MicrographEntry, factor: float,
             except (OSError, ValueError, KeyError):
                 log.warning("ignoring unreadable cache file %s", cached)
     micrograph = read_micrograph(entry.path)
-    image, scale = downsample(micrograph.data, factor)
+    # The image's mean level carries no information (every normalization removes it) but in
+    # float32 Fourier arithmetic its rounding error grows with it: take it out first, in float64,
+    # so that x and a*x + b give the same working image to float32 precision.
+    level = float(np.mean(micrograph.data, dtype=np.float64))
+    image, scale = downsample((micrograph.data - level).astype(np.float32), factor)
     validate_pixels(image, entry.path)
     if cached is not None:
         with atomic_path(cached) as tmp:

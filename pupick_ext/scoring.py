@@ -227,10 +227,41 @@ def prepare_engine(net: PickerNet | InferenceNet, device: torch.device) -> Infer
     return (engine if engine is not None else net).to(device)
 
 
+#: symmetry counts :func:`score_batch` accepts: none, the half turn, the quarter turns, all 8
+SYMMETRIES = (1, 2, 4, 8)
+
+
+def _symmetrized(engine: InferenceNet, stack: Tensor, tile_size: int | None, symmetries: int) -> Tensor:
+    """The mean logit map over ``symmetries`` transforms of the square (each scored, then turned back).
+
+    A particle's score should not depend on which way the micrograph is turned, but a
+    network trained on a few hundred particles is only approximately invariant; averaging
+    over the turns and mirrors removes that noise from the score map.
+    """
+    if symmetries not in SYMMETRIES:
+        raise ValueError(f"symmetries must be one of {SYMMETRIES}")
+    turns = {1: (0,), 2: (0, 2), 4: (0, 1, 2, 3), 8: (0, 1, 2, 3)}[symmetries]
+    mirrors = (False, True) if symmetries == 8 else (False,)
+    total = None
+    for mirror in mirrors:
+        base = stack.flip(-1) if mirror else stack
+        for k in turns:
+            view = torch.rot90(base, k, dims=(-2, -1)) if k else base
+            logits = _forward_tiled(engine, view.contiguous(), tile_size).float()
+            logits = torch.rot90(logits, -k, dims=(-2, -1)) if k else logits
+            logits = logits.flip(-1) if mirror else logits
+            total = logits if total is None else total + logits
+    assert total is not None
+    return total / (len(turns) * len(mirrors)) if symmetries > 1 else total
+
+
 @torch.inference_mode()
 def score_batch(net: PickerNet | InferenceNet, images: Sequence[np.ndarray | Tensor], device: torch.device,
-                tile_size: int | None = None, mixed_precision: bool = True) -> list[Tensor]:
+                tile_size: int | None = None, mixed_precision: bool = True, symmetries: int = 1) -> list[Tensor]:
     """Logit maps (float32, on ``device``) for normalized images of any sizes.
+
+    With ``symmetries`` > 1 each map is the mean over that many turns/mirrors of the image
+    (see :func:`_symmetrized`); 1 scores the image as it is.
 
     Equal-sized images share forward passes, as many at a time as keep one pass within
     ``tile_size**2`` output pixels on a GPU, :data:`CPU_PASS_PIXELS` on the CPU (the memory
@@ -256,7 +287,7 @@ def score_batch(net: PickerNet | InferenceNet, images: Sequence[np.ndarray | Ten
             else:
                 stack = stack.to(device)
             with autocast(device, mixed_precision):
-                maps = _forward_tiled(engine, stack, tile_size).float()
+                maps = _symmetrized(engine, stack, tile_size, symmetries)
             for k, i in enumerate(chunk):
                 out[i] = maps[k]
     return out  # type: ignore[return-value]

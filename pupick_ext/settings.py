@@ -92,7 +92,7 @@ class PreprocessSettings:
 
     pixel_size: float | None = None
     downsample: float | None = None
-    normalization: Normalization = "gmm"
+    normalization: Normalization = "robust"
     seed: int = 0
     cache_dir: Path | None = None
 
@@ -139,18 +139,19 @@ class TrainSettings:
     objective: Objective = "ge-binomial"
     expected_particles: float | None = None
     training_radius: int = 3
-    epochs: int = 10
-    steps_per_epoch: int = 200
+    epochs: int = 5
+    steps_per_epoch: int = 100
     minibatch_size: int = 8
     patch_size: int = 32
     positive_fraction: float = 0.25
     learning_rate: float = 1e-3
-    lr_schedule: LRSchedule = "constant"
+    lr_schedule: LRSchedule = "cosine"
     augment: bool = True
     ge_weight: float = 1.0
     autoencoder: float | None = None
     holdout_fraction: float = 0.2
     holdout_by: HoldoutBy = "auto"
+    init: str | None = "auto"
     patience: int = 4
     seed: int = 0
     device: str = "auto"
@@ -198,9 +199,11 @@ class ExtractSettings:
     tile_size: int = 2048
     device: str = "auto"
     num_workers: int = 0
+    symmetries: int = 1
 
     def __post_init__(self) -> None:
         _require_finite(self)
+        _require(self.symmetries in (1, 2, 4, 8), "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
         _require(self.edge_margin is None or self.edge_margin >= 0, "edge margin must be >= 0")
         _require(self.max_picks is None or self.max_picks >= 1, "max picks must be >= 1")

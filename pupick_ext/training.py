@@ -77,6 +77,44 @@ class TrainResult:
     holdout: list[str] = field(default_factory=list)
 
 
+def resolve_init(init: str | None, architecture: str, width: int) -> str | None:
+    """What training starts from: "auto" is the shipped ``general`` model when it fits, else random weights."""
+    if init is None or init.strip().lower() in ("", "none", "random"):
+        return None
+    if init != "auto":
+        return init
+    from .pretrained import GENERAL_ARCHITECTURE, pretrained_path
+
+    path = pretrained_path("general")
+    if (architecture, width) == GENERAL_ARCHITECTURE and path is not None and path.exists():
+        return "general"
+    return None
+
+
+def load_initial_weights(net: nn.Module, init: str) -> None:
+    """Start ``net`` from a pretrained model: a shipped name (``general``) or a model file.
+
+    The architecture and width must match; a decoder (autoencoder) is never taken over,
+    since it is trained afresh when asked for.
+    """
+    from .model_io import load_model
+    from .pretrained import PRETRAINED, pretrained_path
+
+    path = pretrained_path(init) or Path(init)
+    if init in PRETRAINED and not path.exists():
+        raise InputError(f"the shipped starting model {init!r} is missing from this installation", path)
+    start = load_model(path)
+    arch, width = start.info.get("architecture"), start.info.get("width")
+    if (arch, width) != (net.name, net.width):
+        raise InputError(f"starting model is {arch} width {width}, but training asks for {net.name} width "
+                         f"{net.width}; choose the same --model and --width or another --init", path)
+    weights = {k: v for k, v in start.net.state_dict().items() if not k.startswith("decoder.")}
+    missing, unexpected = net.load_state_dict(weights, strict=False)
+    if unexpected or any(not k.startswith("decoder.") for k in missing):
+        raise InputError("starting model's weights do not fit the network", path)
+    log.info("starting from %s (%s)", init, path)
+
+
 def learning_rate_at(base: float, schedule: str, step: int, total: int) -> float:
     """``base`` for "constant"; for "cosine" half a cosine from ``base`` down to 5% of it over ``total`` steps.
 
@@ -271,7 +309,11 @@ class Trainer:
         self._setup_pi(prepared)
         gamma = settings.autoencoder if settings.autoencoder is not None else default_autoencoder_weight(self.n_train_labels)
         self.gamma = float(gamma)
-        self.net = build_model(settings.model, settings.width, autoencoder=self.gamma > 0).to(self.device)
+        self.net = build_model(settings.model, settings.width, autoencoder=self.gamma > 0)
+        self.init = resolve_init(settings.init, settings.model, settings.width)
+        if self.init:
+            load_initial_weights(self.net, self.init)
+        self.net = self.net.to(self.device)
         self.forward_module: nn.Module = _TrainForward(self.net)
         if self.world_size > 1:  # gradients averaged over ranks; rank 0's initial weights broadcast
             from torch.nn.parallel import DistributedDataParallel
@@ -313,7 +355,7 @@ class Trainer:
                      "count); set --expected-particles if you know better", self.expected)
         else:
             self.expected = float(s.expected_particles)
-        self.pi = positive_fraction_pi(self.expected, float(np.mean(counts)), s.training_radius, float(np.mean(areas)))
+        self.pi = positive_fraction_pi(self.expected, s.training_radius, float(np.mean(areas)))
         log.info("pi (positive fraction of unlabeled pixels) = %.4f", self.pi)
 
     # ------------------------------------------------------------ one step
@@ -619,4 +661,5 @@ class Trainer:
             "train_settings": self.settings.to_dict(),
             "preprocess_settings": self.preprocess.to_dict(),
             "trained_with": __version__,
+            "init": self.init,
         }

@@ -157,3 +157,39 @@ def test_model_trained_at_another_pixel_size_rescales_micrographs(trained: dict,
     ap_large = evaluate(large.scaled(0.5), truth, trained["radius"]).average_precision
     assert abs(ap_small - ap_large) < 0.1
     assert isinstance(large, Picks) and large.x.max() > 1024  # original pixels of the larger micrograph
+
+
+def test_picks_do_not_depend_on_intensity_offset_gain_or_storage_type(trained: dict, tmp_path: Path) -> None:
+    """One micrograph stored as counts, as a*x + b, and as int8/int16/float16 copies: the same picks.
+
+    Micrographs reach users gain-normalized, dark- or background-subtracted and in several
+    MRC modes; none of that may change what is picked, in position or in rank.
+    """
+    import mrcfile
+
+    mic = trained["test_mics"][0]
+    with mrcfile.open(mic.path) as f:
+        image = f.data.astype(np.float64)
+    counts = np.clip(np.round(image - np.median(image)), -120, 120)  # fits every integer mode exactly
+    copies = {"float32": counts.astype(np.float32), "int8": counts.astype(np.int8),
+              "int16": counts.astype(np.int16), "float16": counts.astype(np.float16),
+              "scaled": (counts * 0.37 - 1234.5).astype(np.float32),
+              "shifted": (counts * 8.0 + 1000.0).astype(np.float32)}
+    model = trained["root"] / "model" / "model.pupick"
+    tables = {}
+    for name, data in copies.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        path = folder / "mic.mrc"
+        with mrcfile.new(path) as f:
+            f.set_data(data)
+            f.voxel_size = 1.5
+        run(["extract", "-m", str(path), "--model", str(model), "-o", str(folder / "picks.txt"), "-t", "-6"])
+        tables[name] = read_coordinates(folder / "picks.txt")
+    reference = tables["float32"]
+    assert len(reference) > 10
+    for name, picks in tables.items():
+        assert len(picks) == len(reference), name
+        np.testing.assert_array_equal(picks.x, reference.x, err_msg=name)
+        np.testing.assert_array_equal(picks.y, reference.y, err_msg=name)
+        np.testing.assert_allclose(picks.score, reference.score, atol=1e-3, err_msg=name)

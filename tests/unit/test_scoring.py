@@ -239,3 +239,24 @@ def test_stopping_early_leaves_no_reader_behind(tmp_path, mrc_tools) -> None:
     stream.close()
     left = {t.name for t in threading.enumerate()} - before
     assert not any(name.startswith("pupick-prefetch") for name in left)
+
+
+@pytest.mark.parametrize("symmetries, transforms", [(4, [1, 2, 3]), (8, [1, 2, 3, 4, 5, 6, 7])])
+def test_symmetrized_scores_turn_with_the_micrograph(symmetries: int, transforms: list[int]) -> None:
+    """Averaged over the turns (and mirrors), a turned micrograph's score map is the turned map."""
+    from pupick_ext.sampling import dihedral
+
+    model = _model(width=4).eval()
+    image = _images([(90, 74)])[0]
+    device = torch.device("cpu")
+    reference = score_batch(model, [image], device, symmetries=symmetries)[0].numpy()
+    for k in transforms:
+        turned = score_batch(model, [dihedral(image, k)], device, symmetries=symmetries)[0].numpy()
+        np.testing.assert_allclose(turned, dihedral(reference, k), atol=2e-5)
+    plain = score_batch(model, [image], device)[0].numpy()
+    assert np.abs(plain - reference).max() > 1e-3  # a random network is far from invariant on its own
+
+
+def test_symmetries_must_be_a_subgroup_size() -> None:
+    with pytest.raises(ValueError):
+        score_batch(_model(width=4).eval(), _images([(80, 80)]), torch.device("cpu"), symmetries=3)

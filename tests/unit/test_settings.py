@@ -46,8 +46,8 @@ def test_preprocess_settings_defaults_and_dict() -> None:
     s = PreprocessSettings(downsample=4, cache_dir="cache")  # type: ignore[arg-type]
     assert isinstance(s.cache_dir, Path)
     d = s.to_dict()
-    assert d["downsample"] == 4 and d["cache_dir"] == "cache" and d["normalization"] == "gmm"
-    assert PreprocessSettings().normalization == "gmm" and PreprocessSettings().seed == 0
+    assert d["downsample"] == 4 and d["cache_dir"] == "cache" and d["normalization"] == "robust"
+    assert PreprocessSettings().normalization == "robust" and PreprocessSettings().seed == 0
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.seed = 3  # type: ignore[misc]
 

@@ -181,3 +181,37 @@ def test_pu_f1_corrects_precision_for_unlabelled_particles() -> None:
 def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
     assert recommend_threshold([-2.0, -1.0, 0.0, 1.0], [0.2, 0.7, 0.7, 0.1]) == -1.0
     assert recommend_threshold([-2.0, -1.0], [0.0, 0.0]) == -2.0
+
+
+def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
+    from pupick_ext.errors import InputError
+    from pupick_ext.model_io import PickerModel
+    from pupick_ext.training import load_initial_weights, resolve_init
+
+    prepared, labels = _prepared()
+    first = Trainer(prepared, labels, _settings(), PreprocessSettings(normalization="standard"), tmp_path / "a")
+    info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31, "pixel_size": 2.0,
+            "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
+    start = PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick")
+    second = Trainer(prepared, labels, _settings(init=str(start)), PreprocessSettings(normalization="standard"),
+                     tmp_path / "b")
+    for key, value in first.net.state_dict().items():
+        torch.testing.assert_close(second.net.state_dict()[key], value)
+    with pytest.raises(InputError, match="width"):
+        load_initial_weights(build_model("conv31", 8), str(start))
+    # "auto" takes the shipped general model only for the architecture it was trained as
+    assert resolve_init("auto", "conv31", 4) is None
+    assert resolve_init(None, "resnet8", 32) is None and resolve_init("none", "resnet8", 32) is None
+
+
+def test_the_shipped_general_model_loads_and_fits_the_default_network() -> None:
+    from pupick_ext.model_io import load_model
+    from pupick_ext.pretrained import GENERAL_ARCHITECTURE, pretrained_path
+    from pupick_ext.training import resolve_init
+
+    path = pretrained_path("general")
+    assert path is not None and path.is_file(), "pupick_ext/pretrained/general_resnet8_w32.pupick is missing"
+    model = load_model(path)
+    assert (model.info["architecture"], model.info["width"]) == GENERAL_ARCHITECTURE
+    assert all(torch.isfinite(v).all() for v in model.net.state_dict().values() if v.is_floating_point())
+    assert resolve_init("auto", *GENERAL_ARCHITECTURE) == "general"
