@@ -329,7 +329,7 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
               "per epoch (for early stopping and the recommended threshold).")
 @click.option("--holdout-by", type=click.Choice(["auto", "micrograph", "region"]), default=_TrainDefaults.holdout_by,
               show_default=True, help="Hold out whole micrographs, or a strip of every labelled micrograph; "
-              "auto: micrographs when at least 5 are labelled, else strips (no micrograph's labels are lost).")
+              "auto: micrographs when at least 2 are labelled, else a strip of the one.")
 @click.option("--patience", type=int, default=4, show_default=True, help="Early stopping patience in epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

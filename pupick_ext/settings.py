@@ -139,7 +139,7 @@ class TrainSettings:
     objective: Objective = "ge-binomial"
     expected_particles: float | None = None
     training_radius: int = 3
-    epochs: int = 5
+    epochs: int = 10
     steps_per_epoch: int = 100
     minibatch_size: int = 8
     patch_size: int = 32

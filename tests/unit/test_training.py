@@ -149,11 +149,11 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
         assert torch.equal(value, resumed.net.state_dict()[key]), key
 
 
-def test_few_labelled_micrographs_hold_out_a_strip_of_each(tmp_path) -> None:
-    """With < 5 labelled micrographs every one trains, minus a held-out strip that validation scores."""
+def test_region_hold_out_keeps_a_strip_of_every_micrograph_for_validation(tmp_path) -> None:
+    """Every micrograph trains, minus a held-out strip that validation scores."""
     prepared, labels = _prepared(n=3)
-    trainer = Trainer(prepared, labels, _settings(holdout_fraction=0.25), PreprocessSettings(normalization="standard"),
-                      tmp_path / "strip")
+    trainer = Trainer(prepared, labels, _settings(holdout_fraction=0.25, holdout_by="region"),
+                      PreprocessSettings(normalization="standard"), tmp_path / "strip")
     assert trainer.train_names == trainer.holdout_names == ["m0", "m1", "m2"]
     for name, (c0, c1) in trainer.strips.items():
         assert c1 - c0 == 24
@@ -164,10 +164,13 @@ def test_few_labelled_micrographs_hold_out_a_strip_of_each(tmp_path) -> None:
     picks, reference = trainer._heldout_picks(trainer.holdout_names, -np.inf)
     bounds = np.array([trainer.strips[n] for n in reference.micrograph])
     assert len(reference) and ((reference.x >= bounds[:, 0]) & (reference.x < bounds[:, 1])).all()
-    # whole micrographs are held out when asked for (or when there are enough of them)
-    by_micrograph = Trainer(prepared, labels, _settings(holdout_by="micrograph"),
-                            PreprocessSettings(normalization="standard"), tmp_path / "mic")
+    # "auto": whole micrographs from two labelled micrographs on, a strip of a single one
+    by_micrograph = Trainer(prepared, labels, _settings(), PreprocessSettings(normalization="standard"),
+                            tmp_path / "mic")
     assert not by_micrograph.strips and len(by_micrograph.holdout_names) == 1
+    one = Trainer(prepared[:1], labels.for_micrograph("m0"), _settings(), PreprocessSettings(normalization="standard"),
+                  tmp_path / "one")
+    assert list(one.strips) == ["m0"] and one.train_names == one.holdout_names == ["m0"]
 
 
 def test_pu_f1_corrects_precision_for_unlabelled_particles() -> None:
