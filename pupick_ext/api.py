@@ -260,6 +260,7 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
     diameter = float(model.info["particle_diameter"])
     log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px", len(entries), threshold, radius)
     stream = _prepared_batches(entries, pre, diameter, gmm, settings.batch_size, settings.num_workers)
+    picked = 0
     warned: set[Path] = set()
     try:
         for start, prepared in zip(range(0, len(entries), settings.batch_size), stream):
@@ -288,7 +289,12 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
                 x, y = p.to_original(cols, rows)  # type: ignore[union-attr]
                 if progress:
                     progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")
+                picked += len(x)
                 yield entry, Picks.for_one(entry.name, x, y, scores)
+        if entries and picked == 0:
+            log.warning("no particle scored above the threshold %.2f on any of the %d micrograph(s): the "
+                        "settings picked nothing (lower the threshold; the model recommends %.2f)", threshold,
+                        len(entries), float(model.info.get("recommended_threshold", 0.0)))
     finally:
         stream.close()
 

@@ -49,6 +49,7 @@ def test_version(run_cli) -> None:
 
 # ------------------------------------------------------------------ preprocess
 def test_preprocess_writes_working_mrcs_and_a_run_record(run_cli, tiny_micrographs, tmp_path: Path) -> None:
+    """With the default (robust) normalization there is no mixture to record; gmm records it (next test)."""
     out = tmp_path / "pre"
     result = run_cli(["preprocess", "-m", tiny_micrographs.directory, "-o", out, "--downsample", "2"])
     assert result.exit_code == 0, result.stderr
@@ -63,11 +64,19 @@ def test_preprocess_writes_working_mrcs_and_a_run_record(run_cli, tiny_micrograp
     record = json.loads((out / "preprocess_run.json").read_text())
     assert record["command"] == "preprocess"
     assert record["params"]["downsample"] == 2
-    gmm = record["params"]["gmm"]
-    assert len(gmm["mu"]) == 2 and len(gmm["sigma"]) == 2 and all(s > 0 for s in gmm["sigma"])
+    assert record["params"]["normalization"] == "robust" and record["params"]["gmm"] is None  # the default
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{n}.mrc" for n in tiny_micrographs.names] + ["preprocess_run.json"]
     )
+
+
+def test_preprocess_with_gmm_records_the_mixture(run_cli, tiny_micrographs, tmp_path: Path) -> None:
+    out = tmp_path / "pre_gmm"
+    result = run_cli(["preprocess", "-m", tiny_micrographs.directory, "-o", out, "--downsample", "2",
+                      "--normalization", "gmm"])
+    assert result.exit_code == 0, result.stderr
+    gmm = json.loads((out / "preprocess_run.json").read_text())["params"]["gmm"]
+    assert len(gmm["mu"]) == 2 and len(gmm["sigma"]) == 2 and all(s > 0 for s in gmm["sigma"])
 
 
 def test_preprocess_pixel_size_and_standard_normalization(run_cli, tiny_micrographs, tmp_path: Path) -> None:
@@ -125,9 +134,9 @@ def test_preprocess_bad_setting_is_one_line(run_cli, tiny_micrographs, tmp_path:
     result = run_cli(
         ["preprocess", "-m", tiny_micrographs.directory, "-o", tmp_path / "o", "--downsample", "0.5"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a usage error, as click reports them, in one line naming the option
     assert len(result.stderr_lines) == 1 and result.stderr_lines[0].startswith("pupick: error:")
-    assert "downsampling factor" in result.stderr
+    assert "'--downsample'" in result.stderr and ">= 1" in result.stderr
     assert not (tmp_path / "o").exists()
 
 

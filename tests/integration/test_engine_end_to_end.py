@@ -193,3 +193,11 @@ def test_picks_do_not_depend_on_intensity_offset_gain_or_storage_type(trained: d
         np.testing.assert_array_equal(picks.x, reference.x, err_msg=name)
         np.testing.assert_array_equal(picks.y, reference.y, err_msg=name)
         np.testing.assert_allclose(picks.score, reference.score, atol=1e-3, err_msg=name)
+
+
+def test_a_threshold_that_picks_nothing_is_reported(trained: dict, caplog: pytest.LogCaptureFixture) -> None:
+    model = load_model(trained["root"] / "model" / "model.pupick")
+    with caplog.at_level("WARNING"):
+        picks = extract(model, trained["test_mics"][:1], ExtractSettings(threshold=60.0, device="cpu"))
+    assert len(picks) == 0
+    assert any("picked nothing" in r.getMessage() for r in caplog.records)
