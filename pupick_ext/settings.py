@@ -199,7 +199,7 @@ class ExtractSettings:
     tile_size: int = 2048
     device: str = "auto"
     num_workers: int = 0
-    symmetries: int = 1
+    symmetries: int = 4
 
     def __post_init__(self) -> None:
         _require_finite(self)

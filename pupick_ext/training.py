@@ -48,7 +48,7 @@ from .sampling import (
     positive_fraction_pi,
 )
 from .scoring import score_batch
-from .settings import PreprocessSettings, Progress, ShouldStop, TrainSettings
+from .settings import ExtractSettings, PreprocessSettings, Progress, ShouldStop, TrainSettings
 
 log = logging.getLogger(__name__)
 
@@ -440,7 +440,9 @@ class Trainer:
     # ------------------------------------------------------------ validation
     def _heldout_picks(self, names: Sequence[str], threshold: float) -> tuple[Picks, Picks]:
         """(picks, labelled reference) on the held-out data, working pixels: whole micrographs or strips."""
-        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device)
+        # scored as extraction scores by default, so the recommended threshold fits the picking maps
+        maps = score_batch(self.net, [self.by_name[n].image for n in names], self.device,
+                           symmetries=ExtractSettings.symmetries)
         picks = _picks_at(maps, names, self.radius, threshold, 0)
         reference = Picks.concat(Picks.for_one(n, self.working_labels[n][:, 1], self.working_labels[n][:, 0])
                                  for n in names)
