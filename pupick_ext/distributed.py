@@ -37,6 +37,8 @@ averaged over ranks; rank 0 validates, checkpoints and writes the model.
 
 from __future__ import annotations
 
+import atexit
+
 import contextlib
 import datetime
 import json
@@ -253,8 +255,26 @@ def init_process_group(info: RankInfo | None = None, device: str = "cpu") -> boo
         kwargs["device_id"] = torch.device(device)
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, timeout=_PG_TIMEOUT,
                             **kwargs)
+    atexit.register(_destroy_process_group)
     log.info("torch.distributed process group: %s, backend %s", info.describe(), backend)
     return True
+
+
+def _destroy_process_group() -> None:
+    """Tear the process group down before the interpreter does.
+
+    Left to interpreter shutdown, gloo's worker threads can be destroyed while still
+    joinable, and the process then aborts ("terminate called without an active exception",
+    SIGABRT) after its work is done: seen on a loaded 2-core machine, a rank that finished
+    first and exited while rank 0 was still writing.
+    """
+    import torch.distributed as dist
+
+    try:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception as exc:  # shutting down: report, never raise
+        log.debug("process group teardown: %s", exc)
 
 
 def _wait_timeout() -> float | None:
