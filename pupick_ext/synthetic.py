@@ -21,8 +21,6 @@ Image model, per micrograph (rendered on a padded grid so that the CTF does not 
 from __future__ import annotations
 
 import functools
-import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +28,6 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pandas as pd
-import starfile
 
 from .errors import SettingsError
 from .picks import Picks
@@ -53,7 +50,6 @@ MIN_SEPARATION = 0.85  #: minimum centre distance, in particle diameters
 TOUCH_DISTANCE = (0.88, 1.0)  #: centre distance of a touching pair, in particle diameters
 REFERENCE_SIDE = 1024  #: the per-micrograph counts in PRESETS are for REFERENCE_SIDE^2 pixels
 REFERENCE_AREA = REFERENCE_SIDE**2
-_STAR_VERSION = "# version 30001"
 
 
 @dataclass(frozen=True)
