@@ -428,15 +428,6 @@ class Trainer:
         target = x[bi[:, None, None], 0, rows, cols].reshape(len(bi), rf * rf)
         return torch.mean((recon - target) ** 2)
 
-    def _autoencoder_term(self, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """The autoencoder loss for given features (draws its own sample of output locations)."""
-        index = self._autoencoder_index(x)
-        bi, yi, xi = index
-        rf = self.net.receptive_field
-        chosen = features[bi, :, yi, xi][:, :, None, None].float()
-        recon = self.net.reconstruct(chosen).reshape(len(bi), rf * rf)
-        return self._autoencoder_loss(x, index, recon)
-
     # ------------------------------------------------------------ validation
     def _heldout_picks(self, names: Sequence[str], threshold: float) -> tuple[Picks, Picks]:
         """(picks, labelled reference) on the held-out data, working pixels: whole micrographs or strips."""
