@@ -36,7 +36,8 @@ def guess_format(path: str | Path, fmt: str | None = None) -> str:
         return fmt
     found = _EXTENSIONS.get(Path(path).suffix.lower())
     if found is None:
-        raise SettingsError(f"{path}: cannot tell the coordinate format from the extension; give it explicitly")
+        raise SettingsError(
+            f"{path}: cannot tell the coordinate format from the extension; give it explicitly")
     return found
 
 
@@ -86,9 +87,10 @@ def _read_txt(path: Path) -> Picks:
     except Exception as exc:
         raise InputError(f"not a readable coordinate table ({exc})".splitlines()[0], path) from None
     table.columns = [str(c).strip() for c in table.columns]
-    missing = {"image_name", "x_coord", "y_coord"} - set(table.columns)
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(sorted(missing))}; expected image_name x_coord y_coord [score]", path)
+    absent = {"image_name", "x_coord", "y_coord"} - set(table.columns)
+    if absent:
+        raise InputError(f"missing column(s) {', '.join(sorted(absent))}; "
+                         "expected image_name x_coord y_coord [score]", path)
     try:
         x = table["x_coord"].to_numpy(float)
         y = table["y_coord"].to_numpy(float)
@@ -139,7 +141,8 @@ def _add_back_origin_shifts(table: pd.DataFrame, tables: dict[str, pd.DataFrame]
                 log.warning("particle origin shifts converted with the movie pixel size "
                             "(_rlnMicrographOriginalPixelSize); wrong if motion correction binned")
             if column:
-                lookup = dict(zip(optics["rlnOpticsGroup"].astype(int), optics[column].astype(float)))
+                groups = optics["rlnOpticsGroup"].astype(int)
+                lookup = dict(zip(groups, optics[column].astype(float), strict=True))
                 psize = np.array([lookup.get(int(g), np.nan) for g in table["rlnOpticsGroup"]])
         if psize is not None and np.isfinite(psize).all():
             return (x - table["rlnOriginXAngst"].to_numpy(float) / psize,
@@ -159,20 +162,23 @@ def _read_box(path: Path) -> Picks:
     if rows.size == 0:
         return Picks.for_one(micrograph_stem(path), np.empty(0), np.empty(0))
     if rows.shape[1] < 4:
-        raise InputError(f"EMAN .box rows need 4 columns (x y width height), found {rows.shape[1]}", path)
+        raise InputError(
+            f"EMAN .box rows need 4 columns (x y width height), found {rows.shape[1]}", path)
     x = rows[:, 0] + rows[:, 2] / 2
     y = rows[:, 1] + rows[:, 3] / 2
     return Picks.for_one(micrograph_stem(path), x, y)
 
 
 # ---------------------------------------------------------------- writing
-def write_coordinates(picks: Picks, path: str | Path, fmt: str | None = None, box_size: int | None = None) -> Path:
+def write_coordinates(picks: Picks, path: str | Path, fmt: str | None = None,
+                      box_size: int | None = None) -> Path:
     """Write ``picks`` to one file (a STAR with several micrographs gets _rlnMicrographName)."""
     path = Path(path)
     kind = guess_format(path, fmt)
     if kind == "txt":
         lines = ["image_name\tx_coord\ty_coord\tscore"]
-        lines += [f"{n}\t{_num(x)}\t{_num(y)}\t{_num(s)}" for n, x, y, s in zip(picks.micrograph, picks.x, picks.y, picks.score)]
+        lines += [f"{n}\t{_num(x)}\t{_num(y)}\t{_num(s)}"
+                  for n, x, y, s in zip(picks.micrograph, picks.x, picks.y, picks.score, strict=True)]
         write_atomic(path, "\n".join(lines) + "\n")
     elif kind == "star":
         if len(set(picks.micrograph)) <= 1:
@@ -207,12 +213,14 @@ def _write_box(picks: Picks, path: Path, box_size: int | None) -> None:
     if box_size is None or box_size <= 0:
         raise SettingsError("writing EMAN .box files needs a box size in pixels")
     half = box_size / 2
-    lines = [f"{_num(x - half)}\t{_num(y - half)}\t{box_size}\t{box_size}" for x, y in zip(picks.x, picks.y)]
+    lines = [f"{_num(x - half)}\t{_num(y - half)}\t{box_size}\t{box_size}"
+             for x, y in zip(picks.x, picks.y, strict=True)]
     write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
 def write_coordinates_per_micrograph(picks: Picks, directory: str | Path, fmt: str = "star", suffix: str = "",
-                                     names: Iterable[str] | None = None, box_size: int | None = None) -> list[Path]:
+                                     names: Iterable[str] | None = None,
+                                     box_size: int | None = None) -> list[Path]:
     """One file per micrograph, ``<directory>/<name><suffix>.<fmt>`` (also for names with no picks)."""
     directory = Path(directory)
     written = []
@@ -222,7 +230,9 @@ def write_coordinates_per_micrograph(picks: Picks, directory: str | Path, fmt: s
         if fmt == "star":
             write_coordinate_star(one, target)
         else:
-            write_coordinates(one if len(one) else Picks.for_one(name, [], []), target, fmt, box_size)
+            if not len(one):
+                one = Picks.for_one(name, np.empty(0), np.empty(0))
+            write_coordinates(one, target, fmt, box_size)
         written.append(target)
     return written
 
@@ -248,13 +258,15 @@ def match_micrograph_names(picks: Picks, micrographs: Iterable[MicrographEntry])
             mapping[raw] = exact.get(raw, exact.get(key, key))
             continue
         # coordinate files named <micrograph>_<suffix> (e.g. mic_001_manualpick)
-        match = next((exact[n] for n in by_length if key.startswith(n + "_") or Path(key).name.startswith(n + "_")), None)
+        match = next((exact[n] for n in by_length
+                      if key.startswith(n + "_") or Path(key).name.startswith(n + "_")), None)
         if match is None:
             unknown.append(raw)
         else:
             mapping[raw] = match
     if unknown:
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        log.warning("ignoring coordinates for %d micrograph(s) not in the micrograph list: %s", len(unknown), shown)
+        log.warning("ignoring coordinates for %d micrograph(s) not in the micrograph list: %s",
+                    len(unknown), shown)
     keep = np.isin(picks.micrograph, list(mapping))
     return picks.select(keep).renamed(mapping)

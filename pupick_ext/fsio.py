@@ -53,7 +53,8 @@ def _mkdir(directory: Path) -> None:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise OutputError("cannot create the directory: a file of that name is in the way", directory) from None
+        raise OutputError("cannot create the directory: a file of that name is in the way",
+                          directory) from None
     except OSError as exc:
         raise output_error(exc, directory, "cannot create the directory") from None
 
@@ -160,18 +161,18 @@ def atomic_paths(paths: Sequence[str | Path],
             if target.is_dir():
                 raise OutputError("cannot write: a directory of that name is in the way", target)
             try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+                fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
             except OSError as exc:
                 raise output_error(exc, target) from None
             os.close(fd)
-            tmps.append(Path(tmp))
+            tmps.append(Path(tmp_name))
         try:
             yield tmps
         except OSError as exc:  # the writer itself reported the failure (ENOSPC, EIO, ...)
             raise output_error(exc, targets[0]) from None
-        for tmp, target, check in zip(tmps, targets, checks):
+        for tmp, target, check in zip(tmps, targets, checks, strict=True):
             _finish(tmp, target, check)
-        for tmp, target in zip(tmps, targets):
+        for tmp, target in zip(tmps, targets, strict=True):
             try:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, target)

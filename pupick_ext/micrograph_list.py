@@ -35,10 +35,11 @@ def _pixel_sizes_from_star(tables: dict[str, pd.DataFrame], mics: pd.DataFrame) 
         return mics["rlnMicrographPixelSize"].to_numpy(float)
     optics = tables.get("optics")
     if optics is not None and "rlnOpticsGroup" in mics.columns and "rlnOpticsGroup" in optics.columns:
-        column = next((c for c in ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
-                       if c in optics.columns), None)
+        candidates = ("rlnMicrographPixelSize", "rlnImagePixelSize", "rlnMicrographOriginalPixelSize")
+        column = next((c for c in candidates if c in optics.columns), None)
         if column is not None:
-            lookup = dict(zip(optics["rlnOpticsGroup"].astype(int), optics[column].astype(float)))
+            groups = optics["rlnOpticsGroup"].astype(int)
+            lookup = dict(zip(groups, optics[column].astype(float), strict=True))
             return np.array([lookup.get(int(g), np.nan) for g in mics["rlnOpticsGroup"]])
     if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(mics.columns):
         return mics["rlnDetectorPixelSize"].to_numpy(float) * 1e4 / mics["rlnMagnification"].to_numpy(float)
@@ -78,7 +79,7 @@ def _from_star(path: Path) -> list[MicrographEntry]:
         detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise InputError(f"non-numeric pixel size, magnification or optics group ({detail})", path) from None
     entries = []
-    for raw, psize in zip(mics["rlnMicrographName"].astype(str), sizes):
+    for raw, psize in zip(mics["rlnMicrographName"].astype(str), sizes, strict=True):
         entries.append(MicrographEntry(_resolve(raw, path.parent), micrograph_stem(raw),
                                        None if not np.isfinite(psize) or psize <= 0 else float(psize)))
     if not entries:

@@ -43,7 +43,8 @@ def _paint(mask: np.ndarray, centres: np.ndarray, offsets: np.ndarray, value: in
     if centres.size == 0:
         return
     points = (centres[:, None, :] + offsets[None, :, :]).reshape(-1, 2)
-    inside = (points[:, 0] >= 0) & (points[:, 0] < mask.shape[0]) & (points[:, 1] >= 0) & (points[:, 1] < mask.shape[1])
+    inside = ((points[:, 0] >= 0) & (points[:, 0] < mask.shape[0])
+              & (points[:, 1] >= 0) & (points[:, 1] < mask.shape[1]))
     points = points[inside]
     mask[points[:, 0], points[:, 1]] = value
 
@@ -83,7 +84,8 @@ class PatchSampler:
         self.half = receptive_field // 2
         self.out = out_size
         self.rng = np.random.default_rng(seed)
-        # pad once so any output pixel's receptive field is inside the array (zeros = mean of a normalized image)
+        # pad once so any output pixel's receptive field is inside the array
+        # (zeros = mean of a normalized image)
         self.padded = [np.pad(t.image, self.half) for t in images]
         self.label_index = [(i, r, c) for i, t in enumerate(images) for r, c in t.labels]
         if not self.label_index:
@@ -131,7 +133,8 @@ class PatchSampler:
         size = self.rf + self.out - 1
         batch = np.zeros((n_patches, 1, size, size), dtype=np.float32)
         mask_batch = np.full((n_patches, self.out, self.out), IGNORE, dtype=np.int8)
-        for i, (p, m) in enumerate(zip(patches, masks)):  # images smaller than a patch stay zero/ignored
+        # images smaller than a patch stay zero/ignored
+        for i, (p, m) in enumerate(zip(patches, masks, strict=True)):
             batch[i, 0, : p.shape[0], : p.shape[1]] = p
             mask_batch[i, : m.shape[0], : m.shape[1]] = m
         if self.augment:
