@@ -97,7 +97,7 @@ class _ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(cout, cout, 3, dilation=d2, bias=False)
         self.bn2 = nn.BatchNorm2d(cout)
         self.crop = d1 + d2
-        self.project: nn.Module | None = None
+        self.project: nn.Sequential | None = None
         if cin != cout:
             self.project = nn.Sequential(nn.Conv2d(cin, cout, 1, bias=False), nn.BatchNorm2d(cout))
 

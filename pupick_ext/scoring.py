@@ -81,8 +81,8 @@ def _conv_add_relu(conv: nn.Conv2d, x: Tensor, other: Tensor, fuse: bool) -> Ten
             and other.is_contiguous(memory_format=torch.channels_last)):
         op = _pointwise_op("binary")
         if op is not None:
-            return op(x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                      conv.groups, "add", None, "relu", [None], "")
+            return op(x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+                      list(conv.dilation), conv.groups, "add", None, "relu", [None], "")
     return conv(x).add_(other).relu_()
 
 
@@ -104,7 +104,9 @@ class _Residual(nn.Module):
         self.crop = block.crop
         self.project: nn.Module | None = None
         if block.project is not None:
-            self.project = _fused(block.project[0], block.project[1])
+            conv, bn = block.project[0], block.project[1]  # _ResidualBlock: Sequential(Conv2d, BatchNorm2d)
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            self.project = _fused(conv, bn)
         self.fuse_pointwise = False
 
     def forward(self, x: Tensor) -> Tensor:
@@ -124,8 +126,13 @@ class InferenceNet(nn.Module):
     be in eval mode and is not changed.
     """
 
-    def __init__(self, stages: Sequence[nn.Module], weight: Tensor, bias: Tensor, receptive_field: int,
-                 channels_last: bool = True) -> None:
+    # buffers registered in __init__ (declared here for the type checker: nn.Module's
+    # __getattr__ would give them the type Tensor | Module)
+    weight: Tensor
+    bias: Tensor
+
+    def __init__(self, stages: Sequence[_ConvReLU | _Residual], weight: Tensor, bias: Tensor,
+                 receptive_field: int, channels_last: bool = True) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.register_buffer("weight", weight.detach().reshape(-1).clone())
@@ -133,14 +140,15 @@ class InferenceNet(nn.Module):
         self.receptive_field = int(receptive_field)
         self.channels_last = channels_last
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            # nn.Module.to takes memory_format at run time; torch's typed overloads leave it out
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     @classmethod
     def from_net(cls, net: PickerNet, channels_last: bool = True) -> InferenceNet | None:
         """The fused copy, or None when ``net`` has layers this fusion does not know."""
         if net.training:
             raise ValueError("InferenceNet.from_net needs the network in eval mode")
-        stages: list[nn.Module] = []
+        stages: list[_ConvReLU | _Residual] = []
         for layer in net.body:
             if isinstance(layer, _ResidualBlock):
                 stages.append(_Residual(layer))
@@ -154,13 +162,18 @@ class InferenceNet(nn.Module):
                 and classifier.out_channels == 1 and classifier.bias is not None):
             return None
         device = classifier.weight.device
-        engine = cls(stages, classifier.weight, classifier.bias, net.receptive_field, channels_last).to(device)
+        engine = cls(stages, classifier.weight, classifier.bias, net.receptive_field,
+                     channels_last).to(device)
         engine.set_pointwise_fusion(_fusion_works())
         return engine
 
     def set_pointwise_fusion(self, enabled: bool) -> None:
-        """Use oneDNN's fused convolution + ReLU (+ residual addition) on the CPU (same values, fewer passes)."""
+        """Use oneDNN's fused convolution + ReLU (+ residual addition) on the CPU.
+
+        Same values, fewer passes over memory.
+        """
         for stage in self.stages:
+            assert isinstance(stage, (_ConvReLU, _Residual))  # the only stages __init__ is given
             stage.fuse_pointwise = bool(enabled)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -175,7 +188,8 @@ class InferenceNet(nn.Module):
         f = features.float().permute(0, 2, 3, 1)  # [B,H,W,C]; a view when channels-last
         out = f.new_empty(f.shape[:3])
         for y0 in range(0, f.shape[1], _CLASSIFIER_ROWS):
-            torch.sum(f[:, y0 : y0 + _CLASSIFIER_ROWS] * self.weight, dim=-1, out=out[:, y0 : y0 + _CLASSIFIER_ROWS])
+            rows = slice(y0, y0 + _CLASSIFIER_ROWS)
+            torch.sum(f[:, rows] * self.weight, dim=-1, out=out[:, rows])
         return out.add_(self.bias)
 
 
@@ -191,7 +205,9 @@ def _fusion_works() -> bool:
             gen = torch.Generator().manual_seed(0)
             x = torch.randn(1, 4, 12, 12, generator=gen).contiguous(memory_format=torch.channels_last)
             with torch.random.fork_rng(devices=[]):  # never disturb the caller's random stream
-                conv = nn.Conv2d(4, 4, 3, dilation=2).eval().to(memory_format=torch.channels_last)
+                conv = nn.Conv2d(4, 4, 3, dilation=2).eval()
+            # nn.Module.to takes memory_format at run time; torch's typed overloads leave it out
+            conv = conv.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             other = torch.randn(1, 4, 8, 8, generator=gen).contiguous(memory_format=torch.channels_last)
             _FUSION_OK = (torch.equal(_conv_relu(conv, x, True), conv(x).relu_())
                           and torch.equal(_conv_add_relu(conv, x, other, True), conv(x).add_(other).relu_()))
@@ -231,7 +247,8 @@ def prepare_engine(net: PickerNet | InferenceNet, device: torch.device) -> Infer
 SYMMETRIES = (1, 2, 4, 8)
 
 
-def _symmetrized(engine: InferenceNet, stack: Tensor, tile_size: int | None, symmetries: int) -> Tensor:
+def _symmetrized(engine: InferenceNet | PickerNet, stack: Tensor, tile_size: int | None,
+                 symmetries: int) -> Tensor:
     """The mean logit map over ``symmetries`` transforms of the square (each scored, then turned back).
 
     A particle's score should not depend on which way the micrograph is turned, but a
@@ -257,7 +274,8 @@ def _symmetrized(engine: InferenceNet, stack: Tensor, tile_size: int | None, sym
 
 @torch.inference_mode()
 def score_batch(net: PickerNet | InferenceNet, images: Sequence[np.ndarray | Tensor], device: torch.device,
-                tile_size: int | None = None, mixed_precision: bool = True, symmetries: int = 1) -> list[Tensor]:
+                tile_size: int | None = None, mixed_precision: bool = True,
+                symmetries: int = 1) -> list[Tensor]:
     """Logit maps (float32, on ``device``) for normalized images of any sizes.
 
     With ``symmetries`` > 1 each map is the mean over that many turns/mirrors of the image
@@ -270,10 +288,10 @@ def score_batch(net: PickerNet | InferenceNet, images: Sequence[np.ndarray | Ten
     :class:`InferenceNet` to avoid re-fusing the network on every call.
     """
     engine = prepare_engine(net, device)
-    out: list[Tensor | None] = [None] * len(images)
+    out: dict[int, Tensor] = {}
     by_shape: dict[tuple[int, int], list[int]] = {}
     for i, image in enumerate(images):
-        by_shape.setdefault(tuple(image.shape[-2:]), []).append(i)  # type: ignore[arg-type]
+        by_shape.setdefault((int(image.shape[-2]), int(image.shape[-1])), []).append(i)
     for (h, w), indices in by_shape.items():
         budget = tile_size * tile_size if tile_size else None
         if device.type == "cpu":
@@ -290,9 +308,10 @@ def score_batch(net: PickerNet | InferenceNet, images: Sequence[np.ndarray | Ten
                 maps = _symmetrized(engine, stack, tile_size, symmetries)
             for k, i in enumerate(chunk):
                 out[i] = maps[k]
-    return out  # type: ignore[return-value]
+    return [out[i] for i in range(len(images))]
 
 
-def score_image(net: PickerNet, image: np.ndarray, device: torch.device, tile_size: int | None = None) -> np.ndarray:
+def score_image(net: PickerNet, image: np.ndarray, device: torch.device,
+                tile_size: int | None = None) -> np.ndarray:
     """One logit map as a numpy array (convenience for tests and reports)."""
     return score_batch(net, [image], device, tile_size)[0].cpu().numpy()
