@@ -11,8 +11,8 @@ from .preprocess import prepare_one
 from .settings import ExtractSettings, MicrographEntry, PreprocessSettings
 
 
-def dog_extract(micrographs: Sequence[MicrographEntry], particle_diameter: float, preprocess: PreprocessSettings,
-                settings: ExtractSettings = ExtractSettings(),
+def dog_extract(micrographs: Sequence[MicrographEntry], particle_diameter: float,
+                preprocess: PreprocessSettings, settings: ExtractSettings = ExtractSettings(),
                 progress: Callable[[int, int, str], None] | None = None) -> Picks:
     """DoG picks in original pixels; scores are standardized band-pass responses (not logits)."""
     tables = []

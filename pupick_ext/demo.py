@@ -68,8 +68,8 @@ def run_demo(output: str | Path, preset: str = "medium", quick: bool = False, se
     radius = data.particle_diameter / 2 / data.pixel_size
     full = evaluate(picks_all, truth, radius)
     at = evaluate(picks, truth, radius)
-    dog = evaluate(dog_extract(test_mics, data.particle_diameter, PreprocessSettings(normalization="standard")),
-                   truth, radius)
+    dog_picks = dog_extract(test_mics, data.particle_diameter, PreprocessSettings(normalization="standard"))
+    dog = evaluate(dog_picks, truth, radius)
     first = test_mics[0]
     plot_picks(first.path, picks.for_micrograph(first.name), output / "picks.png", radius,
                reference=truth.for_micrograph(first.name),
@@ -80,7 +80,8 @@ def run_demo(output: str | Path, preset: str = "medium", quick: bool = False, se
     full.to_csv(output / "pr_curve.csv")
     summary = {
         "average_precision": full.average_precision, "dog_average_precision": dog.average_precision,
-        "threshold": result.recommended_threshold, "precision": at.precision, "recall": at.recall, "f1": at.f1,
+        "threshold": result.recommended_threshold,
+        "precision": at.precision, "recall": at.recall, "f1": at.f1,
         "labelled_particles": len(labels), "test_micrographs": len(test_mics),
         "extract_micrographs_per_second": len(test_mics) / extract_seconds,
         "seconds": time.perf_counter() - started, "preset": preset, "quick": quick,

@@ -132,7 +132,8 @@ def _check_header(mrc: mrcfile.mrcfile.MrcFile, path: Path) -> tuple[tuple[int, 
     expected = nx * ny * nz * itemsize
     available = path.stat().st_size - header.nbytes - max(int(header.nsymbt), 0)
     if available < expected:
-        raise InputError(f"truncated: header promises {expected} data bytes, file holds {max(available, 0)}", path)
+        raise InputError(
+            f"truncated: header promises {expected} data bytes, file holds {max(available, 0)}", path)
     if mrc.data is None:
         raise InputError("header and data size disagree; not a valid MRC file", path)
     if nz != 1 or mrc.data.ndim not in (2, 3) or mrc.data.shape[-2:] != (ny, nx):

@@ -44,7 +44,8 @@ def _log_normal(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return -0.5 * ((x - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
 
 
-def _responsibilities(x: np.ndarray, gain: np.ndarray, params_mu: np.ndarray, params_sigma: np.ndarray) -> np.ndarray:
+def _responsibilities(x: np.ndarray, gain: np.ndarray, params_mu: np.ndarray,
+                      params_sigma: np.ndarray) -> np.ndarray:
     """Posterior of component 1 for samples x [K, n] with gains [K, 1] (rho = 0.5)."""
     l0 = _log_normal(x, gain * params_mu[0], gain * params_sigma[0])
     l1 = _log_normal(x, gain * params_mu[1], gain * params_sigma[1])

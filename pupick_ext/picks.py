@@ -51,7 +51,8 @@ class Picks:
     def for_one(cls, name: str, x: np.ndarray, y: np.ndarray, score: np.ndarray | None = None) -> Picks:
         """Picks on a single micrograph."""
         x = np.asarray(x, dtype=np.float64).reshape(-1)
-        return cls(np.full(x.size, name, dtype=object), x, y, np.full(x.size, np.nan) if score is None else score)
+        scores = np.full(x.size, np.nan) if score is None else score
+        return cls(np.full(x.size, name, dtype=object), x, y, scores)
 
     @classmethod
     def concat(cls, tables: Iterable[Picks]) -> Picks:
@@ -95,7 +96,8 @@ class Picks:
 
     def renamed(self, mapping: dict[str, str]) -> Picks:
         """Micrograph names replaced through ``mapping`` (names not in it are kept)."""
-        return Picks(np.array([mapping.get(n, n) for n in self.micrograph], dtype=object), self.x, self.y, self.score)
+        names = np.array([mapping.get(n, n) for n in self.micrograph], dtype=object)
+        return Picks(names, self.x, self.y, self.score)
 
     def sorted(self) -> Picks:
         """Stable order: by micrograph name, then score descending."""

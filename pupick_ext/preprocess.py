@@ -15,7 +15,15 @@ from .downsample import downsample
 from .errors import InputError
 from .fsio import atomic_path
 from .micrograph import read_header, read_micrograph, validate_pixels
-from .normalize import GMMParams, fit_gain, fit_gmm, gmm_normalize, robust_standardize, sample_pixels, standardize
+from .normalize import (
+    GMMParams,
+    fit_gain,
+    fit_gmm,
+    gmm_normalize,
+    robust_standardize,
+    sample_pixels,
+    standardize,
+)
 from .settings import MicrographEntry, PreprocessSettings, Progress
 
 log = logging.getLogger(__name__)
@@ -69,8 +77,9 @@ def _cache_key(entry: MicrographEntry, factor: float) -> str:
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def load_working_image(entry: MicrographEntry, factor: float,
-                       cache_dir: Path | None = None) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
+def load_working_image(
+    entry: MicrographEntry, factor: float, cache_dir: Path | None = None,
+) -> tuple[np.ndarray, tuple[float, float], tuple[int, int]]:
     """The downsampled image less its mean level (not yet normalized), its (x, y) scale, the original shape.
 
     With ``cache_dir``, the result is kept as .npy keyed by the file identity and the factor.
@@ -98,7 +107,8 @@ def load_working_image(entry: MicrographEntry, factor: float,
     return image, scale, micrograph.shape
 
 
-def normalize_image(image: np.ndarray, normalization: str, gmm: GMMParams | None, seed: int = 0) -> np.ndarray:
+def normalize_image(image: np.ndarray, normalization: str, gmm: GMMParams | None,
+                    seed: int = 0) -> np.ndarray:
     """Normalize one working image with the given method (GMM needs shared params).
 
     Every method first removes the image's own offset and scale, so the result is the same
@@ -125,9 +135,11 @@ def fit_normalization(images: Sequence[np.ndarray], seed: int = 0) -> GMMParams:
     return params
 
 
-def prepare_micrographs(entries: Sequence[MicrographEntry], settings: PreprocessSettings,
-                        particle_diameter: float | None = None, gmm: GMMParams | None = None,
-                        progress: Progress | None = None) -> tuple[list[PreparedMicrograph], GMMParams | None]:
+def prepare_micrographs(
+    entries: Sequence[MicrographEntry], settings: PreprocessSettings,
+    particle_diameter: float | None = None, gmm: GMMParams | None = None,
+    progress: Progress | None = None,
+) -> tuple[list[PreparedMicrograph], GMMParams | None]:
     """Read, downsample and normalize ``entries``; fits the GMM when it is needed and not given."""
     raw = []
     for i, entry in enumerate(entries):
@@ -139,7 +151,8 @@ def prepare_micrographs(entries: Sequence[MicrographEntry], settings: Preprocess
             progress(i + 1, len(entries), f"preprocessed {entry.name}")
     if settings.normalization == "gmm" and gmm is None and raw:
         gmm = fit_normalization([r[1] for r in raw], settings.seed)
-    prepared = [PreparedMicrograph(entry.name, normalize_image(image, settings.normalization, gmm, settings.seed),
+    prepared = [PreparedMicrograph(entry.name,
+                                   normalize_image(image, settings.normalization, gmm, settings.seed),
                                    scale, shape, wpsize)
                 for entry, image, scale, shape, wpsize in raw]
     return prepared, gmm

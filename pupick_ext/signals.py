@@ -12,7 +12,9 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def stop_on_signals(signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[Callable[[], bool]]:
+def stop_on_signals(
+    signals: tuple[int, ...] = (signal.SIGTERM, signal.SIGINT),
+) -> Iterator[Callable[[], bool]]:
     """Yield a ``should_stop`` callable that turns True after SIGTERM or SIGINT.
 
     The engine polls it, checkpoints and raises AbortRequested, so a killed job loses

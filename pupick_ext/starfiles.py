@@ -32,7 +32,8 @@ def read_star(path: str | Path) -> dict[str, pd.DataFrame]:
             warnings.simplefilter("ignore")
             blocks = starfile.read(path, always_dict=True, parse_as_string=list(TEXT_COLUMNS))
     except Exception as exc:  # starfile raises many types on malformed text
-        raise InputError(f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0], path) from None
+        message = f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0]
+        raise InputError(message, path) from None
     tables = {name: df for name, df in blocks.items() if isinstance(df, pd.DataFrame)}
     if not tables:
         raise InputError("STAR file holds no data table", path)
@@ -82,7 +83,8 @@ def write_star(blocks: dict[str, pd.DataFrame] | pd.DataFrame, path: str | Path,
             raise ValueError(f"rows per block {got}, expected {rows}")
 
     with atomic_path(path, verify=reads_back) as tmp:
-        starfile.write(tables, tmp, overwrite=True, **({"sep": " ", "float_format": "%.6f"} if relion else {}))
+        relion_style = {"sep": " ", "float_format": "%.6f"} if relion else {}
+        starfile.write(tables, tmp, overwrite=True, **relion_style)
         # starfile heads the file with the time of writing; RELION's own "# version 30001" instead
         # makes equal tables give byte-identical files (re-runs and resumed runs can be compared)
         text = tmp.read_text(encoding="utf-8")

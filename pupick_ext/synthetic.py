@@ -241,7 +241,7 @@ def _contaminants(rng: np.random.Generator, n: int, shape: tuple[int, int], off:
         cx, cy = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[0] - 1)
         if rng.random() < 0.5:  # a cluster of 2-3 small round balls
             count = int(rng.integers(2, 4))
-            blobs = []
+            blobs: list[tuple[float, float, float, np.ndarray, np.ndarray]] = []  # x, y, r, amps, phases
             for _ in range(count):
                 r0 = rng.uniform(0.5, 0.9) * radius
                 a = rng.uniform(0, 2 * np.pi)
