@@ -37,7 +37,8 @@ from _common import REPO_ROOT, markdown_table, run_measured, thread_env  # noqa:
 BENCH_DIR = REPO_ROOT.parent / "shared" / "bench"
 
 
-def protocol_labels(dataset: Path, n_labels: int, max_micrographs: int | None = None) -> tuple[list[str], list[str]]:
+def protocol_labels(dataset: Path, n_labels: int,
+                    max_micrographs: int | None = None) -> tuple[list[str], list[str]]:
     """(micrograph names, label rows) of the first whole training micrographs with >= n_labels particles."""
     lines = (dataset / "particles_train.txt").read_text().splitlines()
     header, rows = lines[0], lines[1:]
@@ -56,8 +57,8 @@ def protocol_labels(dataset: Path, n_labels: int, max_micrographs: int | None = 
 
 
 def evaluate(bench_python: str, dataset: Path, picks: Path, log: Path) -> dict:
-    result = run_measured("evaluate", [bench_python, BENCH_DIR / "evaluate.py", "--dataset", dataset,
-                                       "--split", "test", "--pred", picks], log)
+    run_measured("evaluate", [bench_python, BENCH_DIR / "evaluate.py", "--dataset", dataset,
+                              "--split", "test", "--pred", picks], log)
     return json.loads(log.read_text().splitlines()[-1])
 
 
@@ -76,20 +77,23 @@ def run_pupick(args: argparse.Namespace, dataset: Path, out: Path) -> dict:
                  "-n", str(expected), "-o", out / "model", "--threads", str(args.threads),
                  *shlex.split(args.pupick_args)]
     train = run_measured("pupick train", train_cmd, out / "train.log", env=env)
-    test = [str(dataset / "micrographs" / f"{n}.mrc") for n in (dataset / "test_images.txt").read_text().split()]
-    extract_cmd = [*pupick, "extract", *sum((["-m", m] for m in test), []), "--model", out / "model" / "model.pupick",
-                   "-t", "-8", "-o", out / "picks.txt", "--threads", str(args.threads), "--overwrite"]
+    test_names = (dataset / "test_images.txt").read_text().split()
+    test = [str(dataset / "micrographs" / f"{n}.mrc") for n in test_names]
+    extract_cmd = [*pupick, "extract", *sum((["-m", m] for m in test), []),
+                   "--model", out / "model" / "model.pupick", "-t", "-8", "-o", out / "picks.txt",
+                   "--threads", str(args.threads), "--overwrite"]
     extract = run_measured("pupick extract", extract_cmd, out / "extract.log", env=env)
     result = evaluate(args.bench_python, dataset, out / "picks.txt", out / "evaluate.log")
     model_info = json.loads((out / "model" / "train_settings.json").read_text())
     recommended = _recommended(out / "model" / "threshold_table.tsv")
-    result.update(train_s=train.wall_s, extract_s=extract.wall_s, labels=len(rows) - 1, micrographs=len(names),
-                  recommended=recommended, best_epoch=model_info.get("best_epoch"))
+    result.update(train_s=train.wall_s, extract_s=extract.wall_s, labels=len(rows) - 1,
+                  micrographs=len(names), recommended=recommended, best_epoch=model_info.get("best_epoch"))
     if recommended is not None:  # picks and precision at the recommended threshold
         kept = out / "picks_recommended.txt"
         text = (out / "picks.txt").read_text().splitlines()
         col = text[0].split("\t").index("score")
-        kept.write_text("\n".join([text[0]] + [r for r in text[1:] if float(r.split("\t")[col]) >= recommended]) + "\n")
+        above = [r for r in text[1:] if float(r.split("\t")[col]) >= recommended]
+        kept.write_text("\n".join([text[0]] + above) + "\n")
         at = evaluate(args.bench_python, dataset, kept, out / "evaluate_recommended.log")
         n_true = sum(1 for _ in (dataset / "particles_test.txt").open()) - 1
         result.update(rec_count_ratio=(len(text) - 1 and at["n_pred"]) / n_true,
@@ -105,7 +109,8 @@ def _precision_all(bench_python: str, dataset: Path, picks: Path, out: Path) -> 
     text = picks.read_text().splitlines()
     col = text[0].split("\t").index("score")
     flat = out / "picks_recommended_unscored.txt"
-    flat.write_text("\n".join("\t".join(c for i, c in enumerate(r.split("\t")) if i != col) for r in text) + "\n")
+    unscored = ("\t".join(c for i, c in enumerate(r.split("\t")) if i != col) for r in text)
+    flat.write_text("\n".join(unscored) + "\n")
     return evaluate(bench_python, dataset, flat, out / "evaluate_recommended_unscored.log")["precision"]
 
 
@@ -120,7 +125,8 @@ def _recommended(table: Path) -> float | None:
 def read_topaz_log(log: Path) -> dict:
     """The evaluation and stage times (s) from what ``run_topaz.sh`` printed."""
     lines = log.read_text().splitlines()
-    stages = {ln.split()[0]: float(ln.split()[1]) for ln in lines if len(ln.split()) == 2 and ln.split()[0].endswith("_s")}
+    stages = {ln.split()[0]: float(ln.split()[1]) for ln in lines
+              if len(ln.split()) == 2 and ln.split()[0].endswith("_s")}
     result = json.loads(next(ln for ln in reversed(lines) if ln.startswith("{")))
     # topaz preprocess handles train and test micrographs in one stage: half is counted to each side
     result.update(train_s=stages.get("train_s", 0.0) + stages.get("preprocess_s", 0.0) / 2,
@@ -141,7 +147,8 @@ def run_topaz(args: argparse.Namespace, dataset: Path, out: Path) -> dict | None
     env = thread_env(args.threads)
     env.update(PY=args.bench_python)
     run_measured("topaz", ["bash", BENCH_DIR / "run_topaz.sh", dataset, out, args.topaz, str(args.labels),
-                           str(args.topaz_epochs), str(args.topaz_epoch_size)], out / "run_topaz.log", env=env)
+                           str(args.topaz_epochs), str(args.topaz_epoch_size)],
+                 out / "run_topaz.log", env=env)
     result = read_topaz_log(out / "run_topaz.log")
     result_file.write_text(json.dumps(result))
     return result
@@ -153,20 +160,27 @@ def _fp(result: dict) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", nargs="+", type=Path, required=True, help="dataset folders made by make_dataset.py")
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", nargs="+", type=Path, required=True,
+                   help="dataset folders made by make_dataset.py")
     p.add_argument("--workdir", type=Path, default=REPO_ROOT / "bench_out" / "aspire")
-    p.add_argument("--labels", type=int, default=300, help="label particles until at least this many (protocol: 300)")
-    p.add_argument("--max-micrographs", type=int, default=None, help="label at most this many micrographs (half-label runs)")
+    p.add_argument("--labels", type=int, default=300,
+                   help="label particles until at least this many (protocol: 300)")
+    p.add_argument("--max-micrographs", type=int, default=None,
+                   help="label at most this many micrographs (half-label runs)")
     p.add_argument("--pupick-args", default="", help="extra options for pupick train (ablations)")
     p.add_argument("--tag", default="pupick", help="name of this pupick variant in the table and workdir")
     p.add_argument("--topaz", default=None, help="the topaz program (omit to run pupick only)")
     p.add_argument("--topaz-epochs", type=int, default=1)
     p.add_argument("--topaz-epoch-size", type=int, default=500)
-    p.add_argument("--reuse-topaz", action="store_true", help="reuse a finished Topaz run of the same workdir")
+    p.add_argument("--reuse-topaz", action="store_true",
+                   help="reuse a finished Topaz run of the same workdir")
     p.add_argument("--topaz-dir", type=Path, default=None,
-                   help="read Topaz's results from DIR/<dataset>/out.txt (run_topaz.sh output run beside this one)")
-    p.add_argument("--bench-python", default=sys.executable, help="a python with numpy and scipy for evaluate.py")
+                   help="read Topaz's results from DIR/<dataset>/out.txt "
+                        "(run_topaz.sh output run beside this one)")
+    p.add_argument("--bench-python", default=sys.executable,
+                   help="a python with numpy and scipy for evaluate.py")
     p.add_argument("--threads", type=int, default=2)
     return p.parse_args(argv)
 
@@ -181,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         row = [name, f"{mine['ap']:.3f}", "-" if topaz is None else f"{topaz['ap']:.3f}",
                "-" if topaz is None else f"{mine['ap'] - topaz['ap']:+.3f}", f"{mine['train_s']:.0f}",
                "-" if topaz is None else f"{topaz['train_s']:.0f}", f"{mine['extract_s']:.0f}",
-               f"{mine.get('rec_count_ratio', float('nan')):.2f}", f"{mine.get('rec_precision') or float('nan'):.2f}",
+               f"{mine.get('rec_count_ratio', float('nan')):.2f}",
+               f"{mine.get('rec_precision') or float('nan'):.2f}",
                _fp(mine), "-" if topaz is None else _fp(topaz)]
         rows.append(row)
         print(json.dumps({"dataset": name, "tag": args.tag, "pupick": mine, "topaz": topaz}), flush=True)

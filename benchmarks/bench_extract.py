@@ -100,9 +100,9 @@ def ensure_model(workdir: Path) -> Path:
 
 def run_config(args, listing: Path, model: Path, procs: int, batch: int, mode: str, threads: int,
                engine: Path | None = None) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--data", str(listing), "--model", str(model),
-           "--batch-size", str(batch), "--threads", str(threads), "--mode", mode, "--workers", str(args.workers),
-           "--threshold", str(args.threshold)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--data", str(listing),
+           "--model", str(model), "--batch-size", str(batch), "--threads", str(threads), "--mode", mode,
+           "--workers", str(args.workers), "--threshold", str(args.threshold)]
     if args.tile_size:
         cmd += ["--tile-size", str(args.tile_size)]
     if engine:

@@ -45,8 +45,8 @@ def actual_flops(net, size: int) -> float:
     def hook(module, _inputs, output):
         nonlocal total
         kh, kw = module.kernel_size
-        total += 2.0 * kh * kw * module.in_channels // module.groups * module.out_channels * output[0, 0].numel() \
-            * output.shape[0]
+        total += (2.0 * kh * kw * module.in_channels // module.groups * module.out_channels
+                  * output[0, 0].numel() * output.shape[0])
 
     handles = [m.register_forward_hook(hook) for m in list(net.body.modules()) + [net.classifier]
                if isinstance(m, nn.Conv2d)]
@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     net = build_model(args.model, args.width).eval()
     macs = macs_per_pixel(net)
     engine = prepare_engine(net, device)
-    print(f"{args.model} width {args.width}: {macs} MACs per output pixel, receptive field {net.receptive_field}")
+    print(f"{args.model} width {args.width}: {macs} MACs per output pixel, "
+          f"receptive field {net.receptive_field}")
     rows = []
     for size in [int(s) for s in args.sizes.split(",")]:
         image = np.random.default_rng(size).normal(size=(size, size)).astype(np.float32)
@@ -113,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"{size}^2", f"{nominal / 1e9:.1f}", f"{actual / 1e9:.1f}", f"{seconds:.3f}",
                      f"{actual / (conv_gflops * 1e9):.3f}", f"{achieved:.0f}",
                      f"{100 * achieved / conv_gflops:.0f}%", f"{100 * achieved / mm_gflops:.0f}%"])
-    print(markdown_table(["working image", "GFLOP nominal", "GFLOP actual", "scoring s", "floor s (conv peak)",
-                          "achieved GFLOP/s", "of dense conv", "of matmul"], rows))
+    print(markdown_table(["working image", "GFLOP nominal", "GFLOP actual", "scoring s",
+                          "floor s (conv peak)", "achieved GFLOP/s", "of dense conv", "of matmul"], rows))
     return 0
 
 
