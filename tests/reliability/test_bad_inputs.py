@@ -280,7 +280,8 @@ def assert_completed(case, host: str, run: Run, corpus) -> None:
     if case.mode == "train":
         assert [p for p in files_under(run.outdir) if p.name == "model.pupick"]
         if case.id == "labels_partly_unusable":
-            assert "mic_999" in run.text or "not in the input micrographs" in run.text or "not among" in run.text
+            assert ("mic_999" in run.text or "not in the input micrographs" in run.text
+                    or "not among" in run.text)
         return
     stems = [micrograph_stem(m) for m in case.micrographs]
     if host == "cryosparc_live":

@@ -582,7 +582,8 @@ INFO_KEYS = [
 def model_file(draw) -> bytes:
     kind = draw(st.sampled_from(["bytes", "info", "payload", "text", "random", "weights"]))
     if kind == "text":  # what a user may pass by mistake: a note, a STAR or JSON file, a path
-        return draw(st.one_of(st.text(max_size=60), st.sampled_from(TEXT_FILES))).encode("utf-8", "surrogatepass")
+        text = draw(st.one_of(st.text(max_size=60), st.sampled_from(TEXT_FILES)))
+        return text.encode("utf-8", "surrogatepass")
     if kind == "random":
         return draw(st.binary(max_size=draw(st.sampled_from([8, 64, 600]))))
     if kind == "weights":  # a well-formed archive whose weights are damaged (NaN, wrong shape, missing)

@@ -114,7 +114,8 @@ def test_real_full_tmpfs_dataset_save(tmp_path) -> None:
 
     def dataset(n: int) -> Dataset:
         dset = Dataset.allocate(n, list(PARTICLE_FIELDS))
-        dset["location/micrograph_path"] = np.array(["J1/motioncorrected/mic_patch_aligned.mrc"] * n, dtype=object)
+        paths = ["J1/motioncorrected/mic_patch_aligned.mrc"] * n
+        dset["location/micrograph_path"] = np.array(paths, dtype=object)
         return dset
 
     with tiny_tmpfs(tmp_path / "disk") as disk:
@@ -137,7 +138,8 @@ def test_real_full_tmpfs_dataset_save(tmp_path) -> None:
         if torn_at is None:
             pytest.skip("this file system reports the full disk to numpy; no silent truncation to guard")
         # either the torn .cs is caught on reading it back, or the .csg then meets the full disk
-        with pytest.raises(OutputError, match=r"particles\.cs: (the written file does not read back|cannot write: No space)"):
+        torn = r"particles\.cs: (the written file does not read back|cannot write: No space)"
+        with pytest.raises(OutputError, match=torn):
             save_particles(dataset(torn_at), disk / "particles.cs", disk / "particles.csg", "csg\n")
         assert sorted(p.name for p in disk.iterdir()) == ["filler"]
         # the .cs alone: Dataset.save returns normally, the read-back is what catches it
@@ -153,8 +155,9 @@ def test_real_full_tmpfs_pupick_extract(corpus, good_model, tmp_path) -> None:
     with tiny_tmpfs(tmp_path / "disk", size_kb=16) as disk:
         (disk / "filler").write_bytes(b"x" * 12 * 1024)
         out = disk / "picks"
-        run = run_pupick(["-q", "extract", "-m", corpus.cases["mixed_pixel_sizes"].star, "--model", good_model,
-                          "-o", f"{out}/", "--device", "cpu", "-t", "-8"], corpus.project, out)
+        run = run_pupick(["-q", "extract", "-m", corpus.cases["mixed_pixel_sizes"].star,
+                          "--model", good_model, "-o", f"{out}/", "--device", "cpu", "-t", "-8"],
+                         corpus.project, out)
         line = _one_error_line(run, "pupick: error: ")
         assert "No space left on device" in line and str(disk) in line, line
         for path in files_under(out):  # whatever landed is whole
@@ -192,7 +195,8 @@ def test_output_location_errors_are_one_line(command, place, corpus, good_model,
             "train": ["train", "-m", corpus.cases["labels_partly_unusable"].star, "-l",
                       corpus.cases["labels_partly_unusable"].labels_file, "-d", "150", "-o", target],
             "extract": ["extract", "-m", first, "--model", good_model, "-o", f"{target}/"],
-            "convert": ["convert", corpus.cases["labels_partly_unusable"].labels_file, f"{target}/", "--to", "star"],
+            "convert": ["convert", corpus.cases["labels_partly_unusable"].labels_file, f"{target}/",
+                        "--to", "star"],
         }[command]
         run = run_pupick(["-q", *args], corpus.project, target)
     line = _one_error_line(run, prefix)
@@ -205,8 +209,8 @@ def test_bom_micrograph_text_list(corpus, good_model, tmp_path) -> None:
     listing = tmp_path / "mics.txt"
     listing.write_bytes(b"\xef\xbb\xbf" + f"Micrographs/{corpus.good[0]}.mrc\n".encode())
     out = tmp_path / "o"
-    run = run_pupick(["-q", "extract", "-m", listing, "--model", good_model, "-o", f"{out}/", "--device", "cpu"],
-                     corpus.project, out)
+    run = run_pupick(["-q", "extract", "-m", listing, "--model", good_model, "-o", f"{out}/",
+                      "--device", "cpu"], corpus.project, out)
     assert run.rc == 0, run.text
     assert (out / f"{corpus.good[0]}.star").is_file()
 

@@ -185,7 +185,8 @@ def _counts_image(seed: int = 3, shape: tuple[int, int] = (96, 80)) -> np.ndarra
 @pytest.mark.parametrize("method", ["gmm", "robust", "standard"])
 @settings(max_examples=25, deadline=None)
 @given(log_gain=st.floats(-6.0, 6.0), offset=st.floats(-1e4, 1e4))
-def test_every_normalization_is_invariant_to_gain_and_offset(method: str, log_gain: float, offset: float) -> None:
+def test_every_normalization_is_invariant_to_gain_and_offset(method: str, log_gain: float,
+                                                             offset: float) -> None:
     """x and a*x + b (a > 0) reach the network as the same image, for every method."""
     image = _counts_image()
     params = fit_normalization([image, _counts_image(4)], seed=0)

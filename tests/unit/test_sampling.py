@@ -15,7 +15,7 @@ def test_the_eight_dihedral_transforms_are_distinct_and_invertible() -> None:
     square = np.arange(16).reshape(4, 4)
     images = [dihedral(square, k) for k in range(8)]
     assert len({im.tobytes() for im in images}) == 8
-    for k, im in enumerate(images):
+    for im in images:
         assert im.flags["C_CONTIGUOUS"]
         # every transform is a permutation of the same pixels with the same centre
         assert sorted(im.ravel()) == list(range(16))

@@ -93,7 +93,7 @@ def test_bit_identical_for_any_threads_batch_and_tiles() -> None:
         for subset in ([0], [1, 2], [3, 0, 2]):
             for tile in (None, 64, 100, 2048):
                 maps = score_batch(model, [images[i] for i in subset], CPU, tile_size=tile)
-                for i, smap in zip(subset, maps):
+                for i, smap in zip(subset, maps, strict=True):
                     assert torch.equal(smap, reference[i]), (threads, subset, tile)
 
 
@@ -124,7 +124,7 @@ def test_images_of_mixed_sizes_keep_their_order() -> None:
     images = _images([(40, 50), (60, 45), (40, 50), (33, 33)])
     maps = score_batch(model, images, CPU)
     assert [tuple(m.shape) for m in maps] == [im.shape for im in images]
-    for image, smap in zip(images, maps):
+    for image, smap in zip(images, maps, strict=True):
         torch.testing.assert_close(smap, _plain(model, image), rtol=0, atol=1e-4)
 
 
@@ -177,8 +177,9 @@ def _picker(tmp_path):
 
     torch.manual_seed(2)
     net = build_model("conv31", width=4).eval()
-    info = {"architecture": "conv31", "width": 4, "pixel_size": 1.25, "downsample": 1.0, "particle_diameter": 12.5,
-            "normalization": "standard", "gmm": None, "recommended_threshold": -20.0}
+    info = {"architecture": "conv31", "width": 4, "pixel_size": 1.25, "downsample": 1.0,
+            "particle_diameter": 12.5, "normalization": "standard", "gmm": None,
+            "recommended_threshold": -20.0}
     return PickerModel(net, info)
 
 
@@ -188,14 +189,15 @@ def _entries(tmp_path, mrc_tools, n: int = 5):
     write_mrc, synthetic_micrograph = mrc_tools.write, mrc_tools.synthetic
 
     shapes = [(64, 80), (64, 80), (72, 72), (64, 80), (50, 90), (64, 80)]
-    return [MicrographEntry(write_mrc(tmp_path / f"m{i}.mrc", synthetic_micrograph(shapes[i % 6], seed=i), 1.25))
+    return [MicrographEntry(write_mrc(tmp_path / f"m{i}.mrc", synthetic_micrograph(shapes[i % 6], seed=i),
+                                      1.25))
             for i in range(n)]
 
 
 @pytest.mark.parametrize("workers, prefetch", [(0, True), (1, True), (0, False)])
 @pytest.mark.parametrize("batch_size", [1, 2, 4])
-def test_read_ahead_gives_the_serial_picks_in_order(tmp_path, mrc_tools, monkeypatch, workers: int, prefetch: bool,
-                                                     batch_size: int) -> None:
+def test_read_ahead_gives_the_serial_picks_in_order(tmp_path, mrc_tools, monkeypatch, workers: int,
+                                                     prefetch: bool, batch_size: int) -> None:
     import pupick_ext.api as api
     from pupick_ext import ExtractSettings, extract_iter
 
@@ -206,7 +208,7 @@ def test_read_ahead_gives_the_serial_picks_in_order(tmp_path, mrc_tools, monkeyp
     got = list(extract_iter(model, entries, ExtractSettings(batch_size=batch_size, device="cpu",
                                                             num_workers=workers)))
     assert [e.name for e, _ in got] == [e.name for e in entries]
-    for (_, a), (_, b) in zip(got, serial):
+    for (_, a), (_, b) in zip(got, serial, strict=True):
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.y, b.y)
         np.testing.assert_array_equal(a.score, b.score)
@@ -221,7 +223,8 @@ def test_a_bad_micrograph_is_raised_in_its_turn(tmp_path, mrc_tools, workers: in
     entries[3].path.write_bytes(b"garbage" * 50)
     names = []
     with pytest.raises(InputError) as err:
-        for entry, _ in extract_iter(model, entries, ExtractSettings(batch_size=2, device="cpu", num_workers=workers)):
+        settings = ExtractSettings(batch_size=2, device="cpu", num_workers=workers)
+        for entry, _ in extract_iter(model, entries, settings):
             names.append(entry.name)
     assert names == [e.name for e in entries[:2]]  # the batch holding the bad one yields nothing
     assert entries[3].path.name in str(err.value)
