@@ -1,6 +1,5 @@
-"""Rebuild the shipped ``general`` starting model from synthetic data.
-
-Run ``python -m pupick_ext.pretrained.build``.
+"""Rebuild the shipped ``general`` starting model from synthetic data:
+``python -m pupick_ext.pretrained.build``.
 
 Generates fully labelled synthetic micrographs (several particles, the medium and hard
 presets, varied dose, offsets, carbon and ice), trains the default network on them from
