@@ -37,8 +37,8 @@ PLAUSIBLE_PIXEL_SIZE = (0.05, 100.0)
 def _warn_pixel_size(entry: MicrographEntry, psize: float | None) -> bool:
     low, high = PLAUSIBLE_PIXEL_SIZE
     if psize is not None and not low <= psize <= high:
-        log.warning("%s: pixel size %g A/px is implausible for a micrograph (expected %g-%g A/px); picks will be "
-                    "meaningless: fix the MRC header or give the pixel size in the micrograph list",
+        log.warning("%s: pixel size %g A/px is implausible for a micrograph (expected %g-%g A/px); picks "
+                    "will be meaningless: fix the MRC header or give the pixel size in the micrograph list",
                     entry.path, psize, low, high)
         return True
     return False
@@ -48,8 +48,9 @@ def _check_pixel_sizes(entries: Sequence[MicrographEntry]) -> None:
     for entry in entries:
         psize = original_pixel_size(entry)
         if psize is None:
-            raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the particle "
-                             "diameter in A cannot be converted to pixels; set the pixel size", entry.path)
+            raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the "
+                             "particle diameter in A cannot be converted to pixels; set the pixel size",
+                             entry.path)
         _warn_pixel_size(entry, psize)
 
 
@@ -63,18 +64,18 @@ def _check_scale(entries: Sequence[MicrographEntry], settings: TrainSettings) ->
         psize = original_pixel_size(entry) or 1.0
         diameter_px = settings.particle_diameter / psize
         if diameter_px > min(nx, ny):
-            raise SettingsError(f"particle diameter {settings.particle_diameter:g} A is {diameter_px:.0f} px at "
-                                f"{psize:g} A/px, larger than the {nx}x{ny} micrograph {entry.name}: give the "
-                                "diameter in A (not px) and check the pixel size")
+            raise SettingsError(f"particle diameter {settings.particle_diameter:g} A is {diameter_px:.0f} px "
+                                f"at {psize:g} A/px, larger than the {nx}x{ny} micrograph {entry.name}: give "
+                                "the diameter in A (not px) and check the pixel size")
         capacity = nx * ny / (math.pi * (diameter_px / 2) ** 2)
         expected = settings.expected_particles
         if expected is not None and expected > capacity:
-            raise SettingsError(f"expected particles {expected:g} per micrograph cannot fit: at most ~{capacity:.0f} "
-                                f"particles of {settings.particle_diameter:g} A fit on a {nx}x{ny} micrograph at "
-                                f"{psize:g} A/px; check --expected-particles")
+            raise SettingsError(f"expected particles {expected:g} per micrograph cannot fit: at most "
+                                f"~{capacity:.0f} particles of {settings.particle_diameter:g} A fit on a "
+                                f"{nx}x{ny} micrograph at {psize:g} A/px; check --expected-particles")
         if expected is not None and expected > 0.5 * capacity:
-            log.warning("expected particles %g per micrograph would cover more than half of a %dx%d micrograph; "
-                        "the positive fraction pi is capped at 0.5", expected, nx, ny)
+            log.warning("expected particles %g per micrograph would cover more than half of a %dx%d "
+                        "micrograph; the positive fraction pi is capped at 0.5", expected, nx, ny)
 
 
 def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: PreprocessSettings,
@@ -103,8 +104,8 @@ def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: Pre
     log.info("training on %d labelled particles in %d micrographs", len(labels), len(labelled))
     prepared, gmm = prepare_micrographs(labelled, preprocess, settings.particle_diameter, progress=progress)
     _check_labels_inside(prepared, labels)
-    return train_model(prepared, labels, settings, preprocess, workdir, None if gmm is None else gmm.to_dict(),
-                       progress, should_stop)
+    mixture = None if gmm is None else gmm.to_dict()
+    return train_model(prepared, labels, settings, preprocess, workdir, mixture, progress, should_stop)
 
 
 def _check_labels_inside(prepared: Sequence[PreparedMicrograph], labels: Picks) -> None:
