@@ -23,9 +23,9 @@ from .settings import (
     ShouldStop,
     TrainSettings,
 )
-from .train.outputs import MODEL_FILE, TrainResult
-from .train.run import train_model
-from .train.thresholds import format_threshold_table
+from .training.outputs import MODEL_FILE, TrainResult
+from .training.run import train_model
+from .training.thresholds import format_threshold_table
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from .downsample import downsample  # noqa: E402
 from .fsio import atomic_path  # noqa: E402
 from .micrograph import read_micrograph  # noqa: E402
 from .picks import Picks  # noqa: E402
-from .train.thresholds import threshold_columns  # noqa: E402
+from .training.thresholds import threshold_columns  # noqa: E402
 
 #: longest side of the micrograph shown in a picks picture
 DISPLAY_SIZE = 1024

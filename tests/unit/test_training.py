@@ -14,12 +14,12 @@ from pupick_ext.picks import Picks
 from pupick_ext.preprocess import PreparedMicrograph
 from pupick_ext.sampling import IGNORE
 from pupick_ext.settings import PreprocessSettings, TrainSettings
-from pupick_ext.train.forward import TrainForward
-from pupick_ext.train.loop import fit
-from pupick_ext.train.state import build_state
-from pupick_ext.train.step import GE_GROUP, ge_binomial_grouped, train_step
-from pupick_ext.train.thresholds import pu_f1, recommend_threshold
-from pupick_ext.train.validate import heldout_picks
+from pupick_ext.training.forward import TrainForward
+from pupick_ext.training.loop import fit
+from pupick_ext.training.state import build_state
+from pupick_ext.training.step import GE_GROUP, ge_binomial_grouped, train_step
+from pupick_ext.training.thresholds import pu_f1, recommend_threshold
+from pupick_ext.training.validate import heldout_picks
 
 
 @pytest.fixture(autouse=True)
@@ -111,7 +111,7 @@ def test_cpu_training_is_deterministic_for_a_seed(tmp_path, objective: str) -> N
 
 
 def test_ge_binomial_groups_are_used_for_large_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pupick_ext.train.step as step
+    import pupick_ext.training.step as step
 
     calls = []
     original = step.ge_binomial_grouped
@@ -188,7 +188,7 @@ def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
 def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
     from pupick_ext.errors import InputError
     from pupick_ext.model_io import PickerModel
-    from pupick_ext.train.initial import load_initial_weights, resolve_init
+    from pupick_ext.training.initial import load_initial_weights, resolve_init
 
     prepared, labels = _prepared()
     pre = PreprocessSettings(normalization="standard")
@@ -209,7 +209,7 @@ def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(
 def test_the_shipped_general_model_loads_and_fits_the_default_network() -> None:
     from pupick_ext.model_io import load_model
     from pupick_ext.pretrained import GENERAL_ARCHITECTURE, pretrained_path
-    from pupick_ext.train.initial import resolve_init
+    from pupick_ext.training.initial import resolve_init
 
     path = pretrained_path("general")
     assert path is not None and path.is_file(), "pupick_ext/pretrained/general_resnet8_w32.pupick is missing"

@@ -37,7 +37,7 @@ def threshold_table(state: TrainState) -> tuple[list[ThresholdRow], float]:
     """(threshold, picks per micrograph, held-out recall) rows and the recommended threshold.
 
     The recommendation maximises the held-out F1 with the precision corrected for the
-    particles that carry no label (:func:`~pupick_ext.train.thresholds.pu_f1`; the share
+    particles that carry no label (:func:`~pupick_ext.training.thresholds.pu_f1`; the share
     labelled is the labelled count over the expected count), so it balances missed
     particles against false picks on data the network did not train on. Computed on
     rank 0 and shared with the other ranks.
