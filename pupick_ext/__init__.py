@@ -33,7 +33,7 @@ _SOURCES: dict[str, str] = {
     "RankInfo": "distributed",
     "SettingsError": "errors",
     "ShouldStop": "settings",
-    "TrainResult": "training",
+    "TrainResult": "training.outputs",
     "TrainSettings": "settings",
     "atomic_path": "fsio",
     "atomic_paths": "fsio",
@@ -158,4 +158,4 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         micrograph_stem,
     )
     from .synthetic import DemoData, generate_demo_data  # noqa: F401
-    from .training import TrainResult  # noqa: F401
+    from .training.outputs import TrainResult  # noqa: F401

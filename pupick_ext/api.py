@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from . import __version__
 from .coordinates import match_micrograph_names
 from .device import resolve_device, tune_allocator
 from .errors import AbortRequested, InputError, SettingsError
-from .fsio import write_atomic
 from .model_io import PickerModel, load_model
 from .nms import find_peaks
 from .picks import Picks
@@ -27,12 +23,11 @@ from .settings import (
     ShouldStop,
     TrainSettings,
 )
-from .training import Trainer, TrainResult
+from .training.outputs import MODEL_FILE, TrainResult
+from .training.run import train_model
+from .training.thresholds import format_threshold_table
 
 log = logging.getLogger(__name__)
-
-
-MODEL_FILE = "model.pupick"
 
 
 #: pixel sizes (A/px) outside this range are not a micrograph's: a header or list value is wrong
@@ -42,8 +37,8 @@ PLAUSIBLE_PIXEL_SIZE = (0.05, 100.0)
 def _warn_pixel_size(entry: MicrographEntry, psize: float | None) -> bool:
     low, high = PLAUSIBLE_PIXEL_SIZE
     if psize is not None and not low <= psize <= high:
-        log.warning("%s: pixel size %g A/px is implausible for a micrograph (expected %g-%g A/px); picks will be "
-                    "meaningless: fix the MRC header or give the pixel size in the micrograph list",
+        log.warning("%s: pixel size %g A/px is implausible for a micrograph (expected %g-%g A/px); picks "
+                    "will be meaningless: fix the MRC header or give the pixel size in the micrograph list",
                     entry.path, psize, low, high)
         return True
     return False
@@ -53,8 +48,9 @@ def _check_pixel_sizes(entries: Sequence[MicrographEntry]) -> None:
     for entry in entries:
         psize = original_pixel_size(entry)
         if psize is None:
-            raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the particle "
-                             "diameter in A cannot be converted to pixels; set the pixel size", entry.path)
+            raise InputError("pixel size unknown (not in the MRC header or the micrograph list), so the "
+                             "particle diameter in A cannot be converted to pixels; set the pixel size",
+                             entry.path)
         _warn_pixel_size(entry, psize)
 
 
@@ -68,18 +64,18 @@ def _check_scale(entries: Sequence[MicrographEntry], settings: TrainSettings) ->
         psize = original_pixel_size(entry) or 1.0
         diameter_px = settings.particle_diameter / psize
         if diameter_px > min(nx, ny):
-            raise SettingsError(f"particle diameter {settings.particle_diameter:g} A is {diameter_px:.0f} px at "
-                                f"{psize:g} A/px, larger than the {nx}x{ny} micrograph {entry.name}: give the "
-                                "diameter in A (not px) and check the pixel size")
+            raise SettingsError(f"particle diameter {settings.particle_diameter:g} A is {diameter_px:.0f} px "
+                                f"at {psize:g} A/px, larger than the {nx}x{ny} micrograph {entry.name}: give "
+                                "the diameter in A (not px) and check the pixel size")
         capacity = nx * ny / (math.pi * (diameter_px / 2) ** 2)
         expected = settings.expected_particles
         if expected is not None and expected > capacity:
-            raise SettingsError(f"expected particles {expected:g} per micrograph cannot fit: at most ~{capacity:.0f} "
-                                f"particles of {settings.particle_diameter:g} A fit on a {nx}x{ny} micrograph at "
-                                f"{psize:g} A/px; check --expected-particles")
+            raise SettingsError(f"expected particles {expected:g} per micrograph cannot fit: at most "
+                                f"~{capacity:.0f} particles of {settings.particle_diameter:g} A fit on a "
+                                f"{nx}x{ny} micrograph at {psize:g} A/px; check --expected-particles")
         if expected is not None and expected > 0.5 * capacity:
-            log.warning("expected particles %g per micrograph would cover more than half of a %dx%d micrograph; "
-                        "the positive fraction pi is capped at 0.5", expected, nx, ny)
+            log.warning("expected particles %g per micrograph would cover more than half of a %dx%d "
+                        "micrograph; the positive fraction pi is capped at 0.5", expected, nx, ny)
 
 
 def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: PreprocessSettings,
@@ -108,27 +104,8 @@ def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: Pre
     log.info("training on %d labelled particles in %d micrographs", len(labels), len(labelled))
     prepared, gmm = prepare_micrographs(labelled, preprocess, settings.particle_diameter, progress=progress)
     _check_labels_inside(prepared, labels)
-    trainer = Trainer(prepared, labels, settings, preprocess, workdir, progress, should_stop)
-    history, best = trainer.run()
-    table, recommended = trainer.threshold_table()
-    info = trainer.model_info(None if gmm is None else gmm.to_dict(), recommended, table)
-    model = PickerModel(trainer.net.cpu().eval(), info)
-    if not trainer.is_main:  # DistributedDataParallel: rank 0 writes; the others return the same model
-        trainer.barrier()
-        return TrainResult(model, workdir / MODEL_FILE, history, table, recommended, trainer.pi, trainer.expected,
-                           trainer.holdout_names)
-    model_path = model.save(workdir / MODEL_FILE)
-    write_atomic(workdir / "training_history.json", json.dumps(history, indent=1))
-    write_atomic(workdir / "threshold_table.tsv", format_threshold_table(table, recommended))
-    write_atomic(workdir / "train_settings.json", json.dumps({
-        "version": __version__, "command": sys.argv, "train": settings.to_dict(),
-        "preprocess": preprocess.to_dict(), "pi": trainer.pi, "expected_particles": trainer.expected,
-        "train_micrographs": trainer.train_names, "holdout_micrographs": trainer.holdout_names,
-        "best_epoch": best.get("epoch")}, indent=1, default=str))
-    log.info("model written to %s (recommended threshold %.1f)", model_path, recommended)
-    trainer.barrier()  # every rank returns once the model file exists
-    return TrainResult(model, model_path, history, table, recommended, trainer.pi, trainer.expected,
-                       trainer.holdout_names)
+    mixture = None if gmm is None else gmm.to_dict()
+    return train_model(prepared, labels, settings, preprocess, workdir, mixture, progress, should_stop)
 
 
 def _check_labels_inside(prepared: Sequence[PreparedMicrograph], labels: Picks) -> None:
@@ -139,12 +116,6 @@ def _check_labels_inside(prepared: Sequence[PreparedMicrograph], labels: Picks) 
         if outside.any():
             log.warning("%s: %d labelled coordinate(s) lie outside the %dx%d micrograph and are ignored",
                         p.name, int(outside.sum()), w, h)
-
-
-def format_threshold_table(table: Sequence[tuple[float, float, float]], recommended: float) -> str:
-    lines = ["threshold\tparticles_per_micrograph\theldout_recall\trecommended"]
-    lines += [f"{t:g}\t{n:.1f}\t{r:.3f}\t{'*' if t == recommended else ''}" for t, n, r in table]
-    return "\n".join(lines) + "\n"
 
 
 def _model_preprocess(model: PickerModel, override: PreprocessSettings | None) -> PreprocessSettings:

@@ -16,6 +16,7 @@ from .downsample import downsample  # noqa: E402
 from .fsio import atomic_path  # noqa: E402
 from .micrograph import read_micrograph  # noqa: E402
 from .picks import Picks  # noqa: E402
+from .training.thresholds import threshold_columns  # noqa: E402
 
 #: longest side of the micrograph shown in a picks picture
 DISPLAY_SIZE = 1024
@@ -127,14 +128,14 @@ def plot_score_histogram(picks: Picks, out_png: str | Path, threshold: float | N
 def plot_threshold_table(table: Sequence[tuple[float, float, float]], out_png: str | Path,
                          recommended: float | None = None) -> Path:
     """Particles per micrograph and held-out recall against threshold."""
-    t = np.array([r[0] for r in table])
+    columns = threshold_columns(table)
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(t, [r[1] for r in table], "o-", color="#4477aa")
+    ax.plot(columns.threshold, columns.per_micrograph, "o-", color="#4477aa")
     ax.set_xlabel("threshold (log-likelihood ratio)")
     ax.set_ylabel("particles per micrograph", color="#4477aa")
     ax.set_yscale("symlog")
     ax2 = ax.twinx()
-    ax2.plot(t, [r[2] for r in table], "s-", color="#cc6677")
+    ax2.plot(columns.threshold, columns.recall, "s-", color="#cc6677")
     ax2.set_ylabel("held-out recall", color="#cc6677")
     ax2.set_ylim(0, 1.02)
     if recommended is not None:

@@ -234,7 +234,7 @@ def test_engine_flags_read_as_parameter_labels_in_run_out(capsys: pytest.Capture
     import logging
 
     with cli._logging_to_stdout(debug=False):
-        logging.getLogger("pupick_ext.training").info(
+        logging.getLogger("pupick_ext.training.data").info(
             "assuming %d per micrograph; set --expected-particles if you know better", 40
         )
         logging.getLogger("pupick_ext.cli").info("use --tile-size or --in_mics as before")

@@ -181,3 +181,12 @@ def test_importing_the_package_does_not_load_torch() -> None:
     code = "import sys, pupick_ext; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
+
+
+def test_no_submodule_shares_a_public_name() -> None:
+    """Importing a submodule sets it as an attribute of the package, so one named like a public
+    name (a ``train`` package beside the ``train`` function) would replace that name."""
+    import pkgutil
+
+    submodules = {m.name for m in pkgutil.iter_modules(pupick_ext.__path__)}
+    assert not submodules & set(PUBLIC_API)

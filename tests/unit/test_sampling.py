@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pupick_ext.sampling import IGNORE, POSITIVE, UNLABELED, PatchSampler, TrainingImage, dihedral, label_mask
-from pupick_ext.training import holdout_strips
+from pupick_ext.training.data import holdout_strips
 
 RF, OUT = 7, 6
 

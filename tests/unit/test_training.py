@@ -12,16 +12,14 @@ from pupick_ext.models import build_model
 from pupick_ext.objectives import make_objective
 from pupick_ext.picks import Picks
 from pupick_ext.preprocess import PreparedMicrograph
-from pupick_ext.settings import PreprocessSettings, TrainSettings
 from pupick_ext.sampling import IGNORE
-from pupick_ext.training import (
-    GE_GROUP,
-    Trainer,
-    _TrainForward,
-    ge_binomial_grouped,
-    pu_f1,
-    recommend_threshold,
-)
+from pupick_ext.settings import PreprocessSettings, TrainSettings
+from pupick_ext.training.forward import TrainForward
+from pupick_ext.training.loop import fit
+from pupick_ext.training.state import build_state
+from pupick_ext.training.step import GE_GROUP, ge_binomial_grouped, train_step
+from pupick_ext.training.thresholds import pu_f1, recommend_threshold
+from pupick_ext.training.validate import heldout_picks
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +42,7 @@ def test_grouped_ge_binomial_equals_the_loop_over_groups(pi: float, weight: floa
     grads_grouped = torch.autograd.grad(grouped, [pos, unl])
     assert grouped.dtype == loop.dtype == torch.float32
     torch.testing.assert_close(grouped, loop, rtol=1e-6, atol=1e-6)
-    for a, b in zip(grads_grouped, grads_loop):
+    for a, b in zip(grads_grouped, grads_loop, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-9)
 
 
@@ -58,7 +56,7 @@ def test_grouped_ge_binomial_without_positives() -> None:
 def test_training_forward_is_the_network_and_its_decoder() -> None:
     torch.manual_seed(0)
     net = build_model("conv31", width=4, autoencoder=True)
-    module = _TrainForward(net).eval()
+    module = TrainForward(net).eval()
     x = torch.randn(2, 1, 40, 44)
     bi, yi, xi = torch.tensor([0, 1, 1]), torch.tensor([0, 5, 9]), torch.tensor([3, 0, 13])
     logits, recon = module(x, (bi, yi, xi))
@@ -90,16 +88,17 @@ def _prepared(n: int = 3, size: int = 96, seed: int = 0) -> tuple[list[PreparedM
 
 
 def _settings(**kw) -> TrainSettings:
-    base = dict(particle_diameter=20.0, model="conv31", width=4, epochs=2, steps_per_epoch=3, minibatch_size=4,
-                patch_size=16, holdout_fraction=0.34, device="cpu", seed=3, patience=5)
+    base = dict(particle_diameter=20.0, model="conv31", width=4, epochs=2, steps_per_epoch=3,
+                minibatch_size=4, patch_size=16, holdout_fraction=0.34, device="cpu", seed=3, patience=5)
     base.update(kw)
     return TrainSettings(**base)
 
 
 def _losses(tmp_path, name: str, steps: int = 4, **kw) -> list[float]:
     prepared, labels = _prepared()
-    trainer = Trainer(prepared, labels, _settings(**kw), PreprocessSettings(normalization="standard"), tmp_path / name)
-    return [trainer._step() for _ in range(steps)]
+    state = build_state(prepared, labels, _settings(**kw), PreprocessSettings(normalization="standard"),
+                        tmp_path / name)
+    return [train_step(state) for _ in range(steps)]
 
 
 @pytest.mark.parametrize("objective", ["ge-binomial", "nnpu"])
@@ -112,16 +111,16 @@ def test_cpu_training_is_deterministic_for_a_seed(tmp_path, objective: str) -> N
 
 
 def test_ge_binomial_groups_are_used_for_large_batches(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pupick_ext.training as training
+    import pupick_ext.training.step as step
 
     calls = []
-    original = training.ge_binomial_grouped
+    original = step.ge_binomial_grouped
 
     def spy(objective, pos, groups):
         calls.append(tuple(groups.shape))
         return original(objective, pos, groups)
 
-    monkeypatch.setattr(training, "ge_binomial_grouped", spy)
+    monkeypatch.setattr(step, "ge_binomial_grouped", spy)
     _losses(tmp_path, "g", steps=1, patch_size=24)  # 4 patches x 24^2 outputs: > 2 groups of 256
     assert calls and calls[0][1] == GE_GROUP and calls[0][0] >= 2
 
@@ -129,21 +128,20 @@ def test_ge_binomial_groups_are_used_for_large_batches(tmp_path, monkeypatch: py
 def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
     prepared, labels = _prepared()
     pre = PreprocessSettings(normalization="standard")
-    full = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "full")
-    history_full, _ = full.run()
+    full = build_state(prepared, labels, _settings(epochs=2), pre, tmp_path / "full")
+    history_full, _ = fit(full)
     # stop a 2-epoch run in its second epoch, then resume it from the checkpoint of epoch 1
-    part = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
+    part = build_state(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
     stop_after = {"steps": 0}
 
     def should_stop() -> bool:
         stop_after["steps"] += 1
         return stop_after["steps"] > 3  # the 3 steps of epoch 1 run, then stop in epoch 2
 
-    part.should_stop = should_stop
     with pytest.raises(AbortRequested):
-        part.run()
-    resumed = Trainer(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
-    history_resumed, _ = resumed.run()
+        fit(part, should_stop=should_stop)
+    resumed = build_state(prepared, labels, _settings(epochs=2), pre, tmp_path / "part")
+    history_resumed, _ = fit(resumed)
     assert [h["loss"] for h in history_resumed] == [h["loss"] for h in history_full]
     for key, value in full.net.state_dict().items():
         assert torch.equal(value, resumed.net.state_dict()[key]), key
@@ -152,24 +150,25 @@ def test_a_resumed_run_ends_where_an_uninterrupted_one_does(tmp_path) -> None:
 def test_region_hold_out_keeps_a_strip_of_every_micrograph_for_validation(tmp_path) -> None:
     """Every micrograph trains, minus a held-out strip that validation scores."""
     prepared, labels = _prepared(n=3)
-    trainer = Trainer(prepared, labels, _settings(holdout_fraction=0.25, holdout_by="region"),
-                      PreprocessSettings(normalization="standard"), tmp_path / "strip")
-    assert trainer.train_names == trainer.holdout_names == ["m0", "m1", "m2"]
-    for name, (c0, c1) in trainer.strips.items():
+    state = build_state(prepared, labels, _settings(holdout_fraction=0.25, holdout_by="region"),
+                        PreprocessSettings(normalization="standard"), tmp_path / "strip")
+    data = state.data
+    assert data.train_names == data.holdout_names == ["m0", "m1", "m2"]
+    for name, (c0, c1) in data.strips.items():
         assert c1 - c0 == 24
-        used = trainer.train_labels[name]
+        used = data.train_labels[name]
         assert not ((used[:, 1] >= c0) & (used[:, 1] < c1)).any()  # no held-out label trains
-        mask = trainer.sampler.images[trainer.train_names.index(name)].mask
+        mask = state.sampler.images[data.train_names.index(name)].mask
         assert (mask[:, c0:c1] == IGNORE).all() and (mask[:, :c0] != IGNORE).all()
-    picks, reference = trainer._heldout_picks(trainer.holdout_names, -np.inf)
-    bounds = np.array([trainer.strips[n] for n in reference.micrograph])
+    picks, reference = heldout_picks(state, data.holdout_names, -np.inf)
+    bounds = np.array([data.strips[n] for n in reference.micrograph])
     assert len(reference) and ((reference.x >= bounds[:, 0]) & (reference.x < bounds[:, 1])).all()
     # "auto": whole micrographs from two labelled micrographs on, a strip of a single one
-    by_micrograph = Trainer(prepared, labels, _settings(), PreprocessSettings(normalization="standard"),
-                            tmp_path / "mic")
+    by_micrograph = build_state(prepared, labels, _settings(), PreprocessSettings(normalization="standard"),
+                                tmp_path / "mic").data
     assert not by_micrograph.strips and len(by_micrograph.holdout_names) == 1
-    one = Trainer(prepared[:1], labels.for_micrograph("m0"), _settings(), PreprocessSettings(normalization="standard"),
-                  tmp_path / "one")
+    one = build_state(prepared[:1], labels.for_micrograph("m0"), _settings(),
+                      PreprocessSettings(normalization="standard"), tmp_path / "one").data
     assert list(one.strips) == ["m0"] and one.train_names == one.holdout_names == ["m0"]
 
 
@@ -189,15 +188,15 @@ def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
 def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
     from pupick_ext.errors import InputError
     from pupick_ext.model_io import PickerModel
-    from pupick_ext.training import load_initial_weights, resolve_init
+    from pupick_ext.training.initial import load_initial_weights, resolve_init
 
     prepared, labels = _prepared()
-    first = Trainer(prepared, labels, _settings(), PreprocessSettings(normalization="standard"), tmp_path / "a")
-    info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31, "pixel_size": 2.0,
-            "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
+    pre = PreprocessSettings(normalization="standard")
+    first = build_state(prepared, labels, _settings(), pre, tmp_path / "a")
+    info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31,
+            "pixel_size": 2.0, "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
     start = PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick")
-    second = Trainer(prepared, labels, _settings(init=str(start)), PreprocessSettings(normalization="standard"),
-                     tmp_path / "b")
+    second = build_state(prepared, labels, _settings(init=str(start)), pre, tmp_path / "b")
     for key, value in first.net.state_dict().items():
         torch.testing.assert_close(second.net.state_dict()[key], value)
     with pytest.raises(InputError, match="width"):
@@ -210,7 +209,7 @@ def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(
 def test_the_shipped_general_model_loads_and_fits_the_default_network() -> None:
     from pupick_ext.model_io import load_model
     from pupick_ext.pretrained import GENERAL_ARCHITECTURE, pretrained_path
-    from pupick_ext.training import resolve_init
+    from pupick_ext.training.initial import resolve_init
 
     path = pretrained_path("general")
     assert path is not None and path.is_file(), "pupick_ext/pretrained/general_resnet8_w32.pupick is missing"

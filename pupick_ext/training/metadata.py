@@ -1,0 +1,52 @@
+"""What is recorded about a training: the model file's metadata and ``train_settings.json``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .. import __version__
+from .checkpoint import Best
+from .state import TrainState
+from .thresholds import ThresholdRow
+
+
+def model_info(state: TrainState, gmm: dict[str, Any] | None, recommended: float,
+               table: Sequence[ThresholdRow]) -> dict[str, Any]:
+    """The model file's metadata: architecture, working scale, normalization, pi and threshold help."""
+    first = next(iter(state.data.by_name.values()))
+    return {
+        "architecture": state.settings.model,
+        "width": state.settings.width,
+        "autoencoder": state.gamma > 0,
+        "receptive_field": int(state.net.receptive_field),
+        "pixel_size": first.working_pixel_size,
+        "downsample": float(first.scale[0]),
+        "particle_diameter": state.settings.particle_diameter,
+        "normalization": state.preprocess.normalization,
+        "gmm": gmm,
+        "pi": state.data.pi,
+        "expected_particles": state.data.expected,
+        "recommended_threshold": recommended,
+        "threshold_table": table,
+        "train_settings": state.settings.to_dict(),
+        "preprocess_settings": state.preprocess.to_dict(),
+        "trained_with": __version__,
+        "init": state.init,
+    }
+
+
+def run_record(state: TrainState, best: Best) -> dict[str, Any]:
+    """The contents of ``train_settings.json``: version, command line, settings, data split, best epoch."""
+    return {
+        "version": __version__,
+        "command": sys.argv,
+        "train": state.settings.to_dict(),
+        "preprocess": state.preprocess.to_dict(),
+        "pi": state.data.pi,
+        "expected_particles": state.data.expected,
+        "train_micrographs": state.data.train_names,
+        "holdout_micrographs": state.data.holdout_names,
+        "best_epoch": best.epoch,
+    }

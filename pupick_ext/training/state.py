@@ -1,0 +1,82 @@
+"""The state of one training run (:class:`TrainState`) and how it is built.
+
+Built once by :func:`build_state`, in an order that fixes the random streams: the seed
+first, then the network's initial weights, then the patch sampler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..device import resolve_device, set_threads
+from ..models import PickerNet, build_model
+from ..objectives import Objective, default_autoencoder_weight, make_objective
+from ..picks import Picks
+from ..preprocess import PreparedMicrograph
+from ..sampling import PatchSampler
+from ..settings import PreprocessSettings, TrainSettings
+from .collectives import rank_and_world
+from .data import TrainData, prepare_data, training_images
+from .forward import TrainForward
+from .initial import load_initial_weights, resolve_init
+
+
+@dataclass
+class TrainState:
+    """Everything a training run reads and updates, step to step and epoch to epoch."""
+
+    settings: TrainSettings
+    preprocess: PreprocessSettings
+    workdir: Path
+    device: torch.device
+    rank: int
+    world_size: int
+    data: TrainData
+    #: autoencoder weight (0: no decoder)
+    gamma: float
+    #: what the weights started from (None: random)
+    init: str | None
+    net: PickerNet
+    #: the training forward: :class:`TrainForward`, wrapped by DistributedDataParallel for > 1 rank
+    forward: nn.Module
+    objective: Objective
+    optimizer: torch.optim.Optimizer
+    sampler: PatchSampler
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process validates, checkpoints and writes (rank 0, or the only process)."""
+        return self.rank == 0
+
+
+def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings: TrainSettings,
+                preprocess: PreprocessSettings, workdir: str | Path) -> TrainState:
+    """A fresh run: data split, seeded network (or pretrained start), optimizer and patch sampler."""
+    device = resolve_device(settings.device)
+    set_threads(settings.num_threads)
+    rank, world_size = rank_and_world()
+    torch.manual_seed(settings.seed + rank)
+    data = prepare_data(prepared, labels, settings)
+    gamma = float(settings.autoencoder if settings.autoencoder is not None
+                  else default_autoencoder_weight(data.n_train_labels))
+    net = build_model(settings.model, settings.width, autoencoder=gamma > 0)
+    init = resolve_init(settings.init, settings.model, settings.width)
+    if init:
+        load_initial_weights(net, init)
+    net = net.to(device)
+    forward: nn.Module = TrainForward(net)
+    if world_size > 1:  # gradients averaged over ranks; rank 0's initial weights broadcast
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(forward, device_ids=[device] if device.type == "cuda" else None)
+    objective = make_objective(settings.objective, data.pi, settings.ge_weight)
+    optimizer = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+    sampler = PatchSampler(training_images(data, settings.training_radius), net.receptive_field,
+                           settings.patch_size, seed=settings.seed + rank, augment=settings.augment)
+    return TrainState(settings, preprocess, Path(workdir), device, rank, world_size, data, gamma, init, net,
+                      forward, objective, optimizer, sampler)
