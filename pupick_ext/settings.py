@@ -25,6 +25,8 @@ NORMALIZATIONS: tuple[str, ...] = ("gmm", "robust", "standard")
 Objective = Literal["ge-binomial", "ge-kl", "pn", "nnpu"]
 HoldoutBy = Literal["auto", "micrograph", "region"]
 LRSchedule = Literal["constant", "cosine"]
+#: which epoch's weights the model file holds: the final one, or the best by held-out AP
+KeepEpoch = Literal["last", "best"]
 Architecture = Literal["resnet8", "resnet16", "conv31", "conv63", "conv127"]
 
 OBJECTIVES: tuple[str, ...] = ("ge-binomial", "ge-kl", "pn", "nnpu")
@@ -153,6 +155,7 @@ class TrainSettings:
     holdout_by: HoldoutBy = "auto"
     init: str | None = "auto"
     patience: int = 4
+    keep: KeepEpoch = "last"
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0
@@ -174,6 +177,7 @@ class TrainSettings:
         _require(0 <= self.holdout_fraction < 1, "hold-out fraction must lie in [0, 1)")
         _require(self.lr_schedule in ("constant", "cosine"),
                  f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
+        _require(self.keep in ("last", "best"), f"unknown epoch to keep {self.keep!r}; choose from last, best")
         _require(self.holdout_by in ("auto", "micrograph", "region"),
                  f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 

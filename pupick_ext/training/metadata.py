@@ -37,8 +37,8 @@ def model_info(state: TrainState, gmm: dict[str, Any] | None, recommended: float
     }
 
 
-def run_record(state: TrainState, best: Best) -> dict[str, Any]:
-    """The contents of ``train_settings.json``: version, command line, settings, data split, best epoch."""
+def run_record(state: TrainState, best: Best, kept_epoch: int) -> dict[str, Any]:
+    """The contents of ``train_settings.json``: version, command line, settings, data split, best and kept epoch."""
     return {
         "version": __version__,
         "command": sys.argv,
@@ -49,4 +49,5 @@ def run_record(state: TrainState, best: Best) -> dict[str, Any]:
         "train_micrographs": state.data.train_names,
         "holdout_micrographs": state.data.holdout_names,
         "best_epoch": best.epoch,
+        "kept_epoch": kept_epoch,
     }

@@ -29,11 +29,13 @@ def train_model(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     workdir = Path(workdir)
     state = build_state(prepared, labels, settings, preprocess, workdir)
     history, best = fit(state, progress, should_stop)
+    kept_epoch = best.epoch if settings.keep == "best" else len(history)
     table, recommended = threshold_table(state)
     model = PickerModel(state.net.cpu().eval(), model_info(state, gmm, recommended, table))
     model_path = workdir / MODEL_FILE
     if state.is_main:
-        model_path = write_outputs(workdir, model, history, table, recommended, run_record(state, best))
+        record = run_record(state, best, kept_epoch)
+        model_path = write_outputs(workdir, model, history, table, recommended, record)
     barrier()  # every rank returns once the model file exists
     return TrainResult(model, model_path, history, table, recommended, state.data.pi, state.data.expected,
                        state.data.holdout_names)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pupick_ext.errors import AbortRequested
+from pupick_ext.errors import AbortRequested, SettingsError
 from pupick_ext.models import build_model
 from pupick_ext.objectives import make_objective
 from pupick_ext.picks import Picks
@@ -217,3 +217,25 @@ def test_the_shipped_general_model_loads_and_fits_the_default_network() -> None:
     assert (model.info["architecture"], model.info["width"]) == GENERAL_ARCHITECTURE
     assert all(torch.isfinite(v).all() for v in model.net.state_dict().values() if v.is_floating_point())
     assert resolve_init("auto", *GENERAL_ARCHITECTURE) == "general"
+
+
+@pytest.mark.parametrize("keep", ["last", "best"])
+def test_the_model_holds_the_kept_epoch(tmp_path, keep: str) -> None:
+    """keep="last" runs every epoch and keeps the final weights; keep="best" the best held-out epoch's."""
+    prepared, labels = _prepared()
+    pre = PreprocessSettings(normalization="standard")
+    # patience 1: a "best" run may stop early; a "last" run never does
+    state = build_state(prepared, labels, _settings(epochs=4, keep=keep, patience=1), pre, tmp_path / keep)
+    history, best = fit(state)
+    final = torch.load(tmp_path / keep / "checkpoint.pt", map_location="cpu", weights_only=False)["net"]
+    expected = final if keep == "last" else best.state
+    assert best.state is not None and best.epoch >= 1
+    for name, value in state.net.state_dict().items():
+        torch.testing.assert_close(value, expected[name])
+    if keep == "last":
+        assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+
+
+def test_keep_must_be_last_or_best() -> None:
+    with pytest.raises(SettingsError, match="epoch to keep"):
+        _settings(keep="middle")
