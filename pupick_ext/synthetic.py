@@ -65,6 +65,8 @@ class Difficulty:
     structural_noise: float  #: CTF-filtered ice noise variance, relative to shot noise
     dose_spread: tuple[float, float] = (0.9, 1.1)  #: per-micrograph dose factor range
     rescaled: float = 0.0  #: chance that a micrograph is stored as gain * counts + offset
+    aggregates: tuple[int, int] = (0, 0)  #: range of protein aggregates (clumps of 4-9 particles)
+    fragments: tuple[int, int] = (0, 0)  #: range of protein fragments (a part of one particle)
 
 
 #: The presets, easiest first: they differ mainly in SNR and in clutter.
@@ -73,10 +75,10 @@ PRESETS: dict[str, Difficulty] = {
                        carbon_probability=0.25, ice_gradient=0.05, structural_noise=0.15),
     "medium": Difficulty(snr=0.07, particles=(45, 55), touching=0.15, contaminants=(5, 9),
                          carbon_probability=0.5, ice_gradient=0.10, structural_noise=0.25,
-                         dose_spread=(0.6, 1.5), rescaled=0.5),
+                         dose_spread=(0.6, 1.5), rescaled=0.5, aggregates=(0, 2), fragments=(3, 6)),
     "hard": Difficulty(snr=0.035, particles=(50, 60), touching=0.25, contaminants=(8, 12),
                        carbon_probability=0.6, ice_gradient=0.15, structural_noise=0.35,
-                       dose_spread=(0.5, 1.6), rescaled=0.6),
+                       dose_spread=(0.5, 1.6), rescaled=0.6, aggregates=(1, 3), fragments=(6, 10)),
 }
 
 
@@ -170,7 +172,13 @@ def _random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
 def _render_particles(grid: tuple[int, int], xs: np.ndarray, ys: np.ndarray,
                       rotations: np.ndarray, particle_seed: int = PARTICLE_SEED) -> np.ndarray:
     """Projected potential of the rotated particles at (xs, ys) on a grid of ``grid`` pixels."""
-    pos, sigma, amp = _particle_model(particle_seed)
+    return _render_atoms(grid, xs, ys, rotations, _particle_model(particle_seed))
+
+
+def _render_atoms(grid: tuple[int, int], xs: np.ndarray, ys: np.ndarray, rotations: np.ndarray,
+                  model: tuple[np.ndarray, np.ndarray, np.ndarray]) -> np.ndarray:
+    """Projected potential of one Gaussian-atom model (centres, widths, amplitudes) at each (x, y)."""
+    pos, sigma, amp = model
     out = np.zeros(grid)
     if xs.size == 0:
         return out
@@ -186,9 +194,47 @@ def _render_particles(grid: tuple[int, int], xs: np.ndarray, ys: np.ndarray,
     gx = np.exp(-((local[None, None, :] - ax[..., None]) ** 2) * inv[None, :, None])
     gy = np.exp(-((local[None, None, :] - ay[..., None]) ** 2) * inv[None, :, None]) * amp[None, :, None]
     boxes = np.matmul(gy.transpose(0, 2, 1), gx)  # (n, rows, cols)
-    for k in range(xs.size):
-        out[y0[k]:y0[k] + size, x0[k]:x0[k] + size] += boxes[k]
+    for k in range(xs.size):  # clipped at the grid, for clumps whose members reach past the padding
+        r0, c0 = max(y0[k], 0), max(x0[k], 0)
+        r1, c1 = min(y0[k] + size, grid[0]), min(x0[k] + size, grid[1])
+        if r0 < r1 and c0 < c1:
+            out[r0:r1, c0:c1] += boxes[k, r0 - y0[k]:r1 - y0[k], c0 - x0[k]:c1 - x0[k]]
     return out
+
+
+def _protein_clutter(rng: np.random.Generator, difficulty: Difficulty, area: float, shape: tuple[int, int],
+                     off: tuple[int, int], grid: tuple[int, int], radius: float,
+                     particle_seed: int) -> tuple[np.ndarray | None, list[tuple[float, float, float]]]:
+    """Potential of protein aggregates and fragments (not particles to pick), and their exclusion disks.
+
+    An aggregate is a clump of 4-9 overlapping copies of the particle; a fragment is the
+    atoms of one particle nearest a random atom (20-50% of it), as from partly denatured
+    protein. Both have the particle's own contrast and texture, so only shape and size tell
+    them apart: the false positives that dominate on real grids and on the ASPIRE benchmark.
+    Draws nothing from ``rng`` when the preset has neither, so older presets stay identical.
+    """
+    if difficulty.aggregates == (0, 0) and difficulty.fragments == (0, 0):
+        return None, []
+    pos, sigma, amp = _particle_model(particle_seed)
+    potential = np.zeros(grid)
+    disks: list[tuple[float, float, float]] = []
+    for _ in range(_stochastic_round(rng, rng.uniform(*difficulty.aggregates) * area)):
+        cx, cy = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[0] - 1)
+        k = int(rng.integers(4, 10))
+        spread = rng.uniform(0.6, 1.2) * radius
+        dx, dy = rng.normal(0, spread, k), rng.normal(0, spread, k)
+        potential += _render_atoms(grid, cx + dx + off[1], cy + dy + off[0], _random_rotations(rng, k),
+                                   (pos, sigma, amp))
+        disks.append((cx, cy, float(np.max(np.hypot(dx, dy))) + radius))
+    for _ in range(_stochastic_round(rng, rng.uniform(*difficulty.fragments) * area)):
+        cx, cy = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[0] - 1)
+        seed_atom = pos[int(rng.integers(len(pos)))]
+        keep = np.argsort(np.linalg.norm(pos - seed_atom, axis=1))[:max(2, int(rng.uniform(0.2, 0.5) * len(pos)))]
+        part = pos[keep] - pos[keep].mean(0)
+        potential += _render_atoms(grid, np.array([cx + off[1]]), np.array([cy + off[0]]),
+                                   _random_rotations(rng, 1), (part, sigma[keep], amp[keep]))
+        disks.append((cx, cy, float(np.max(np.linalg.norm(part, axis=1))) + 1.2 * float(sigma.max())))
+    return potential, disks
 
 
 # --- CTF -----------------------------------------------------------------------------------------
@@ -381,6 +427,10 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
     # Clutter: contaminants, carbon, ice.
     n_cont = _stochastic_round(rng, rng.uniform(*difficulty.contaminants) * area)
     absorb, phase_other, disks = _contaminants(rng, n_cont, shape, off, grid, radius)
+    protein, protein_disks = _protein_clutter(rng, difficulty, area, shape, off, grid, radius, particle_seed)
+    if protein is not None:
+        phase_other += protein
+        disks += protein_disks
     has_carbon = rng.random() < difficulty.carbon_probability
     sd = _carbon(rng, shape, off, grid) if has_carbon else None
     thickness = _ice(rng, grid, difficulty.ice_gradient)
@@ -454,6 +504,8 @@ def _synthesize(rng: np.random.Generator, shape: tuple[int, int], difficulty: Di
     if components:
         clean_contrast = np.fft.irfft2(transfer * f_clean, s=grid)[crop]
         clutter = absorb[crop] > 0
+        if protein is not None:
+            clutter |= protein[crop] > 0.05 * float(protein.max())
         if carbon_mask is not None:
             clutter |= carbon_mask[crop] > 0.5
         extra = dict(clean=gain * dose * transmission[crop] * (1 + clean_contrast) + offset,

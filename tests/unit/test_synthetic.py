@@ -136,7 +136,7 @@ def test_truth_inside_image_and_not_overlapping(demo: DemoData) -> None:
 
 def test_full_size_micrograph_has_a_realistic_particle_count() -> None:
     counts = [_synthesize(_micrograph_rng(0, i), (1024, 1024), PRESETS["medium"]).x.size for i in range(1)]
-    assert all(25 <= c <= 65 for c in counts), counts
+    assert all(15 <= c <= 65 for c in counts), counts  # clutter (aggregates, beads, carbon) takes area
 
 
 def test_particles_are_darker_than_background() -> None:
@@ -192,7 +192,9 @@ def test_medium_micrographs_differ_in_dose_offset_and_gain() -> None:
     for i in range(8):
         mic = _synthesize(_micrograph_rng(5, i), SHAPE, PRESETS["medium"])
         means.append(float(mic.image.mean()))
-        ratios.append(float(mic.image.var() / max(abs(mic.image.mean()), 1e-9)))
+        # shot noise from the pixel-to-pixel differences, free of the clutter's and the ice's variance
+        shot = float(np.diff(mic.image.astype(np.float64), axis=1).var() / 2)
+        ratios.append(shot / max(abs(float(mic.image.mean())), 1e-9))
     assert max(means) - min(means) > 0.5 * max(abs(m) for m in means)
-    # raw Poisson counts have variance ~ mean; stored gain*counts+offset do not
+    # raw Poisson counts have shot-noise variance ~ mean; stored gain*counts+offset do not
     assert any(abs(r - 1.0) > 0.5 for r in ratios) and any(abs(r - 1.0) < 0.5 for r in ratios)
