@@ -177,7 +177,8 @@ class TrainSettings:
         _require(0 <= self.holdout_fraction < 1, "hold-out fraction must lie in [0, 1)")
         _require(self.lr_schedule in ("constant", "cosine"),
                  f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
-        _require(self.keep in ("last", "best"), f"unknown epoch to keep {self.keep!r}; choose from last, best")
+        _require(self.keep in ("last", "best"),
+                 f"unknown epoch to keep {self.keep!r}; choose from last, best")
         _require(self.holdout_by in ("auto", "micrograph", "region"),
                  f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 

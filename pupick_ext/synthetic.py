@@ -229,7 +229,8 @@ def _protein_clutter(rng: np.random.Generator, difficulty: Difficulty, area: flo
     for _ in range(_stochastic_round(rng, rng.uniform(*difficulty.fragments) * area)):
         cx, cy = rng.uniform(0, shape[1] - 1), rng.uniform(0, shape[0] - 1)
         seed_atom = pos[int(rng.integers(len(pos)))]
-        keep = np.argsort(np.linalg.norm(pos - seed_atom, axis=1))[:max(2, int(rng.uniform(0.2, 0.5) * len(pos)))]
+        size = max(2, int(rng.uniform(0.2, 0.5) * len(pos)))
+        keep = np.argsort(np.linalg.norm(pos - seed_atom, axis=1))[:size]
         part = pos[keep] - pos[keep].mean(0)
         potential += _render_atoms(grid, np.array([cx + off[1]]), np.array([cy + off[0]]),
                                    _random_rotations(rng, 1), (part, sigma[keep], amp[keep]))

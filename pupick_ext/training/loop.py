@@ -1,4 +1,4 @@
-"""The epochs: train, validate, checkpoint, keep the last (or best) epoch; resume where a checkpoint left off."""
+"""The epochs: train, validate, checkpoint, keep the last (or best) epoch; resume from a checkpoint."""
 
 from __future__ import annotations
 
