@@ -62,6 +62,13 @@ _SOURCES: dict[str, str] = {
     "write_coordinate_star": "coordinates",
     "write_coordinates": "coordinates",
     "write_coordinates_per_micrograph": "coordinates",
+    "Parameter": "parameters",
+    "PARAMETERS": "parameters",
+    "parameter": "parameters",
+    "parameters_for": "parameters",
+    "settings_from": "parameters",
+    "click_option": "click_options",
+    "click_options": "click_options",
 }
 
 __all__ = [
@@ -114,6 +121,13 @@ __all__ = [
     "write_coordinate_star",
     "write_coordinates",
     "write_coordinates_per_micrograph",
+    "Parameter",
+    "PARAMETERS",
+    "parameter",
+    "parameters_for",
+    "settings_from",
+    "click_option",
+    "click_options",
 ]
 
 
@@ -132,6 +146,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .api import MODEL_FILE, extract, extract_iter, format_threshold_table, train  # noqa: F401
+    from .click_options import click_option, click_options  # noqa: F401
     from .coordinates import (  # noqa: F401
         match_micrograph_names,
         read_coordinates,
@@ -146,6 +161,7 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
     from .micrograph_list import read_micrograph_list  # noqa: F401
     from .model_io import PickerModel, load_model  # noqa: F401
+    from .parameters import PARAMETERS, Parameter, parameter, parameters_for, settings_from  # noqa: F401
     from .picks import Picks  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
     from .settings import (  # noqa: F401

@@ -63,6 +63,13 @@ PUBLIC_API = [
     "write_coordinate_star",
     "write_coordinates",
     "write_coordinates_per_micrograph",
+    "Parameter",
+    "PARAMETERS",
+    "parameter",
+    "parameters_for",
+    "settings_from",
+    "click_option",
+    "click_options",
 ]
 
 #: Names docs/api.md presents as importable from pupick_ext (its Types and Functions sections).
@@ -112,6 +119,13 @@ DOCUMENTED = [
     "RankInfo",
     "rank_info",
     "Coordinator",
+    "Parameter",
+    "PARAMETERS",
+    "parameter",
+    "parameters_for",
+    "settings_from",
+    "click_option",
+    "click_options",
 ]
 
 
