@@ -28,7 +28,7 @@ from typing import Any
 
 import click
 
-from pupick_ext import PupickError, click_option
+from pupick_ext import PupickError, click_option, first_line
 
 from .errors import missing_tools_message
 from .options import FIELDS, MODES, PickOptions, table_parameters
@@ -173,7 +173,8 @@ def live(
     options = _pick_options(kwargs)
     credentials = load_credentials(config)
     with warnings.catch_warnings():
-        if not _State.debug:  # cryosparc-tools warns per retry ("*** API client ... (attempt 1/3)"): one line is ours
+        # cryosparc-tools warns per retry ("*** API client ... (attempt 1/3)"): one line is ours
+        if not _State.debug:
             warnings.filterwarnings("ignore", message=r"\*\*\* API client")
         result = run_live(
             project_uid,
@@ -322,7 +323,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _fail(message: str) -> None:
     if _State.debug:
         traceback.print_exc()
-    click.echo(f"{PROG}: error: {message.splitlines()[0] if message else 'failed'}", err=True)
+    click.echo(f"{PROG}: error: {first_line(message) or 'failed'}", err=True)
 
 
 if __name__ == "__main__":

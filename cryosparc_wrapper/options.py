@@ -78,7 +78,8 @@ class PickOptions:
 
     def __post_init__(self) -> None:
         for option, value in (("--diameter", self.diameter), ("--pixel-size", self.pixel_size),
-                              ("--downsample", self.downsample), ("--expected-particles", self.expected_particles),
+                              ("--downsample", self.downsample),
+                              ("--expected-particles", self.expected_particles),
                               ("--threshold", self.threshold)):
             if value is not None and not math.isfinite(float(value)):
                 raise SettingsError(f"{option} {value} is not a finite number")
@@ -89,7 +90,8 @@ class PickOptions:
         offered = {p.name for p in table_parameters()} - set(FIELDS)  # FIELDS knobs are set as fields
         unknown = sorted(set(self.parameters) - offered)
         if unknown:
-            raise SettingsError(f"parameters {', '.join(unknown)}: not parameters of the table, or set as fields")
+            raise SettingsError(f"parameters {', '.join(unknown)}: not in the parameter table, "
+                                "or set as fields")
         if self.mode == "extract" and self.model is None:
             raise SettingsError("--mode extract needs --model (a model file written by a training run)")
         if self.trains and self.diameter is None:

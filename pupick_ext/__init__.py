@@ -69,6 +69,11 @@ _SOURCES: dict[str, str] = {
     "settings_from": "parameters",
     "click_option": "click_options",
     "click_options": "click_options",
+    "first_line": "errors",
+    "write_run_record": "run_record",
+    "pick_sharded": "sharding",
+    "ShardedPicks": "sharding",
+    "report_failure": "sharding",
 }
 
 __all__ = [
@@ -128,6 +133,11 @@ __all__ = [
     "settings_from",
     "click_option",
     "click_options",
+    "first_line",
+    "write_run_record",
+    "pick_sharded",
+    "ShardedPicks",
+    "report_failure",
 ]
 
 
@@ -155,7 +165,15 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         write_coordinates_per_micrograph,
     )
     from .distributed import Coordinator, RankInfo, rank_info  # noqa: F401
-    from .errors import AbortRequested, InputError, ModelError, OutputError, PupickError, SettingsError  # noqa: F401
+    from .errors import (  # noqa: F401
+        AbortRequested,
+        InputError,
+        ModelError,
+        OutputError,
+        PupickError,
+        SettingsError,
+        first_line,
+    )
     from .evaluation import Evaluation, evaluate  # noqa: F401
     from .fsio import atomic_path, atomic_paths, check_output_dir, check_output_file, write_atomic  # noqa: F401
     from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
@@ -164,6 +182,7 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .parameters import PARAMETERS, Parameter, parameter, parameters_for, settings_from  # noqa: F401
     from .picks import Picks  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
+    from .run_record import write_run_record  # noqa: F401
     from .settings import (  # noqa: F401
         ExtractSettings,
         MicrographEntry,
@@ -173,5 +192,6 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         TrainSettings,
         micrograph_stem,
     )
+    from .sharding import ShardedPicks, pick_sharded, report_failure  # noqa: F401
     from .synthetic import DemoData, generate_demo_data  # noqa: F401
     from .training import TrainResult  # noqa: F401

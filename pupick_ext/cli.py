@@ -13,10 +13,9 @@ Try it on built-in synthetic data first: ``pupick demo``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +153,11 @@ def _rank_setup(device: str, threads: int):
 
 
 def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
-    from .fsio import write_atomic
+    """``<command>_run.json`` beside the outputs: version, command line and every option's value."""
+    from .run_record import write_run_record
 
-    record = {"version": __version__, "command": command, "argv": sys.argv,
-              "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}}
-    write_atomic(outdir / f"{command}_run.json", json.dumps(record, indent=1, default=str))
+    write_run_record(outdir / f"{command}_run.json",
+                     {"version": __version__, "command": command, "argv": sys.argv, "params": params})
 
 
 # ------------------------------------------------------------------ preprocess
@@ -169,7 +168,8 @@ def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None
 @click_option("particle_diameter", help="Particle diameter in A (sets the default scale).")
 @click_option("seed")
 @handle_errors
-def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: float | None, **options: Any) -> None:
+def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: float | None,
+               **options: Any) -> None:
     """Downsample and normalize micrographs to working MRC files (what the network sees).
 
     \b
@@ -184,7 +184,8 @@ def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: f
     check_output_dir(output)
     entries = _entries(micrographs)
     settings = settings_from(PreprocessSettings, options)
-    prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=_reporter("preprocess"))
+    progress = _reporter("preprocess")
+    prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=progress)
     output.mkdir(parents=True, exist_ok=True)
     for p in prepared:
         with atomic_path(output / f"{p.name}.mrc", verify=read_header) as tmp:
@@ -208,7 +209,8 @@ def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: f
 @click.option("--scale", type=POSITIVE, default=1.0, show_default=True,
               help="Multiply coordinates by this (e.g. 4 to go from 4x-binned to unbinned pixels).")
 @click.option("--box-size", type=int, default=None, help="Box size in pixels (EMAN .box output).")
-@click.option("--suffix", default="", help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
+@click.option("--suffix", default="",
+              help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
 @click.option("--threshold", type=FINITE, default=None, help="Keep only picks with at least this score.")
 @handle_errors
 def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, threshold):
@@ -247,10 +249,12 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
 @main.command(short_help="Train a picker from a few hundred labelled particles.")
 @micrographs_option
 @click.option("-l", "--labels", type=click.Path(path_type=Path), required=True,
-              help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a directory of them.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory for the model.")
+              help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a "
+                   "directory of them.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output directory for the model.")
 @click_option("particle_diameter", required=True, help="Particle diameter in A.")
-@click_options([p.name for p in parameters_for(TrainSettings, PreprocessSettings) if p.name != "particle_diameter"])
+@click_options(p for p in parameters_for(TrainSettings, PreprocessSettings) if p.name != "particle_diameter")
 @handle_errors
 def train(micrographs: tuple[Path, ...], labels: Path, output: Path, **options: Any) -> None:
     """Train a classifier from micrographs and a few hundred labelled particles.
@@ -279,8 +283,8 @@ def train(micrographs: tuple[Path, ...], labels: Path, output: Path, **options: 
 
         if not init_process_group(ranks, device):
             raise SettingsError(f"{ranks.describe()}: training on several processes needs a rendezvous "
-                                "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with torchrun "
-                                "or as one process")
+                                "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with "
+                                "torchrun or as one process")
     if ranks.is_main:
         check_output_dir(output)
     entries = _entries(micrographs)
@@ -288,8 +292,9 @@ def train(micrographs: tuple[Path, ...], labels: Path, output: Path, **options: 
     if len(label_picks) == 0:
         raise InputError("holds no labelled particles; training needs at least a few dozen", labels)
     if len(match_micrograph_names(label_picks, entries)) == 0:
-        raise InputError("none of its labelled particles belongs to a listed micrograph (coordinate file names "
-                         f"or image_name must match micrograph names such as {entries[0].name!r})", labels)
+        raise InputError("none of its labelled particles belongs to a listed micrograph (coordinate file "
+                         f"names or image_name must match micrograph names such as {entries[0].name!r})",
+                         labels)
     settings = settings_from(TrainSettings, options, device=device, num_threads=threads)
     pre = settings_from(PreprocessSettings, options, cache_dir=output / "cache")
     with stop_on_signals() as stop:
@@ -335,9 +340,10 @@ def _threshold_summary(result) -> str:
               help="Re-pick micrographs that already have a coordinate file in the output directory.")
 @threads_option
 @handle_errors
-def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path, fmt: str | None, suffix: str,
-            box_size: int | None, method: str, particle_diameter: float | None, pixel_size: float | None,
-            downsample: float | None, normalization: str, overwrite: bool, **options: Any) -> None:
+def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path, fmt: str | None,
+            suffix: str, box_size: int | None, method: str, particle_diameter: float | None,
+            pixel_size: float | None, downsample: float | None, normalization: str, overwrite: bool,
+            **options: Any) -> None:
     """Pick particles on micrographs with a trained model.
 
     Coordinates are written in unbinned pixels of the original micrographs, with the
@@ -356,6 +362,8 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     from .device import set_threads
     from .fsio import check_output_dir, check_output_file
     from .picks import Picks
+    from .settings import MicrographEntry
+    from .sharding import pick_sharded
     from .signals import stop_on_signals
 
     ranks, device, threads = _rank_setup(options["device"], options["threads"])
@@ -366,7 +374,6 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     else:
         check_output_file(output)
     all_entries = _entries(micrographs)
-    entries = ranks.shard(all_entries)  # before skipping finished ones: every rank agrees on the split
     settings = settings_from(ExtractSettings, options, device=device)
     threshold = settings.threshold
     fmt = fmt or ("star" if per_micrograph else None)
@@ -375,61 +382,56 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
         from .distributed import Coordinator
 
         coordinator = Coordinator(ranks, output if per_micrograph else output.parent)
-    if per_micrograph and not overwrite:
-        done = [e for e in entries if (output / f"{e.name}{suffix}.{fmt}").exists()]
-        if done:
-            log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
-                     len(done), output)
-            _warn_if_all_empty(output, [output / f"{e.name}{suffix}.{fmt}" for e in done])
-            entries = [e for e in entries if e not in done]
     if method == "dog":
         from .baseline import dog_extract
 
         if particle_diameter is None:
             raise SettingsError("--method dog needs --particle-diameter")
         pre = PreprocessSettings(pixel_size=pixel_size, downsample=downsample, normalization="standard")
-        results = ((e, dog_extract([e], particle_diameter, pre, settings)) for e in entries)
     else:
-        from .api import extract_iter
-
         if model_path is None:
             raise SettingsError("give --model (a model.pupick file from 'pupick train')")
         override = None
         if pixel_size is not None or downsample is not None:
             override = PreprocessSettings(pixel_size=pixel_size, downsample=downsample,
                                           normalization=normalization)  # type: ignore[arg-type]
+
+    def file_of(entry: MicrographEntry) -> Path:
+        return output / f"{entry.name}{suffix}.{fmt}"
+
+    def say_skipped(todo: list[MicrographEntry], done: list[MicrographEntry]) -> None:
+        if done:
+            log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
+                     len(done), output)
+            _warn_if_all_empty(output, [file_of(e) for e in done])
+
+    def write(entry: MicrographEntry, picks: Picks) -> None:  # complete as soon as it is picked
+        assert fmt is not None
+        write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name], box_size=box_size)
+
     with stop_on_signals() as stop:
-        collected = []
-        try:
-            if method != "dog":
-                results = extract_iter(model_path, entries, settings, override, progress=_reporter("extract"),
-                                       should_stop=stop)
-            for entry, picks in results:
-                if per_micrograph:  # each micrograph's file is complete as soon as it is picked
-                    write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name],
-                                                     box_size=box_size)
-                collected.append(picks)
-        except BaseException as exc:
-            if coordinator is not None and not ranks.is_main:  # tell rank 0 instead of leaving it waiting
-                import contextlib
 
-                with contextlib.suppress(Exception):
-                    coordinator.gather("extract", {"ok": False, "error": str(exc).strip().splitlines()[0][:500]
-                                                   if str(exc).strip() else type(exc).__name__})
-            raise
-        picks = Picks.concat(collected)
-        n_picked = len(collected)
-        if coordinator is not None:
-            from .distributed import gather_picks
+        def pick(todo: list[MicrographEntry]) -> Iterator[tuple[MicrographEntry, Picks]]:
+            if method == "dog":
+                assert particle_diameter is not None
+                return ((e, dog_extract([e], particle_diameter, pre, settings)) for e in todo)
+            from .api import extract_iter
 
-            combined = gather_picks(coordinator, "extract", picks, n_picked, [e.name for e in all_entries],
-                                    combine=not per_micrograph, should_stop=stop)
-            if combined is None:  # not rank 0: its files are written, rank 0 combines
-                log.info("%d picks on %d micrograph(s); rank 0 writes the combined output", len(picks), n_picked)
-                return
-            merged, n_picks, n_picked = combined
-            picks, entries = (merged if merged is not None else picks), all_entries
-    total = n_picks if coordinator is not None and per_micrograph else len(picks)
+            assert model_path is not None
+            return extract_iter(model_path, todo, settings, override, progress=_reporter("extract"),
+                                should_stop=stop)
+
+        skip = per_micrograph and not overwrite
+        result = pick_sharded(all_entries, pick, key=lambda e: e.name, name="extract", ranks=ranks,
+                              coordinator=coordinator,
+                              finished=(lambda e: file_of(e).exists()) if skip else None,
+                              on_skip=say_skipped, write=write if per_micrograph else None,
+                              combine=not per_micrograph, should_stop=stop)
+    if not result.main:  # its files are written, rank 0 combines
+        log.info("%d picks on %d micrograph(s); rank 0 writes the combined output", result.n_picks,
+                 result.n_micrographs)
+        return
+    total, n_picked = result.n_picks, result.n_micrographs
     if total == 0 and n_picked > 0:
         at = f"threshold {threshold:g}" if threshold is not None else "the model's recommended threshold"
         log.warning("no particles picked on any of the %d micrograph(s) at %s: the settings pick nothing "
@@ -437,10 +439,8 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     if per_micrograph:
         log.info("wrote %d picks for %d micrograph(s) to %s", total, n_picked, output)
     else:
-        write_coordinates(picks, output, fmt, box_size)
-        log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)
-    if coordinator is not None:
-        coordinator.close()
+        write_coordinates(result.picks, output, fmt, box_size)
+        log.info("wrote %d picks on %d micrograph(s) to %s", total, len(all_entries), output)
 
 
 def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
@@ -455,8 +455,8 @@ def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
         except PupickError:
             continue
     if empty == len(files):
-        log.warning("all %d skipped coordinate file(s) in %s are empty (an earlier run picked nothing there); "
-                    "add --overwrite to pick them again", len(files), output)
+        log.warning("all %d skipped coordinate file(s) in %s are empty (an earlier run picked nothing "
+                    "there); add --overwrite to pick them again", len(files), output)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -466,7 +466,8 @@ def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
 @click.option("-r", "--reference", type=click.Path(path_type=Path), required=True,
               help="Reference coordinates (file or directory).")
 @click.option("--radius", type=POSITIVE, default=None,
-              help="Matching radius in original pixels (default: particle radius from --particle-diameter and --pixel-size).")
+              help="Matching radius in original pixels (default: particle radius from --particle-diameter "
+                   "and --pixel-size).")
 @click.option("-d", "--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A.")
 @click.option("--pixel-size", type=POSITIVE, default=None, help="Micrograph pixel size in A/px.")
 @click.option("-t", "--threshold", type=FINITE, default=None, help="Score threshold for precision/recall/F1.")
@@ -497,7 +498,8 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
     ref = read_coordinates(reference)
     full = run_evaluate(picks, ref, radius)
     at = run_evaluate(picks.above(threshold), ref, radius) if threshold is not None else full
-    click.echo(f"picks {at.n_picks}  reference {at.n_reference}  matched {at.n_true_positive}  radius {radius:g} px")
+    click.echo(f"picks {at.n_picks}  reference {at.n_reference}  matched {at.n_true_positive}  "
+               f"radius {radius:g} px")
     click.echo(f"precision {at.precision:.3f}  recall {at.recall:.3f}  F1 {at.f1:.3f}  "
                f"average precision {full.average_precision:.3f}")
     if output is not None:
@@ -509,8 +511,8 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
 
 # ------------------------------------------------------------------ demo
 @main.command(short_help="Run the whole workflow on built-in synthetic data.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"), show_default=True,
-              help="Directory for the demo data and results.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"),
+              show_default=True, help="Directory for the demo data and results.")
 @click.option("--preset", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True)
 @click.option("--quick", is_flag=True, help="A much shorter run (smoke test; lower AP).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -303,6 +303,7 @@ class Coordinator:
         self.poll = poll_seconds
         self._group: Any = None
         self._files: Path | None = None
+        self._sent: set[str] = set()
         if not info.active:
             return
         if process_group_active() or (info.has_rendezvous and init_process_group(info)):
@@ -329,6 +330,7 @@ class Coordinator:
                timeout: float | None = None) -> list[dict[str, Any]] | None:
         """Every rank's ``payload`` on rank 0 (see the class docstring); ``timeout`` (seconds, file
         transport) bounds rank 0's wait, default ``PUPICK_WAIT_TIMEOUT`` or for ever."""
+        self._sent.add(name)
         if not self.info.active:
             return [payload]
         if self._group is not None:
@@ -345,6 +347,10 @@ class Coordinator:
         for rank in range(1, self.info.world_size):
             received.append(self._read(self._files / f"{name}.{rank}.json", f"rank {rank}", should_stop, timeout))
         return received
+
+    def sent(self, name: str) -> bool:
+        """Whether this rank has taken part in ``gather(name, ...)`` already (a rank reports once)."""
+        return name in self._sent
 
     def broadcast(self, name: str, payload: dict[str, Any] | None,
                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:

@@ -267,7 +267,8 @@ def _run_other_rank(body: Any, debug: bool) -> int:
 
 
 def _fail_early(job_dir: str, message: str) -> int:
-    """Write the failure marker with nothing but the standard library."""
+    """Write the failure marker with nothing but the standard library (so not even pupick_ext.first_line:
+    this runs when the engine cannot be imported)."""
     from pathlib import Path
 
     log.error("ERROR: %s", message)

@@ -70,6 +70,11 @@ PUBLIC_API = [
     "settings_from",
     "click_option",
     "click_options",
+    "first_line",
+    "write_run_record",
+    "pick_sharded",
+    "ShardedPicks",
+    "report_failure",
 ]
 
 #: Names docs/api.md presents as importable from pupick_ext (its Types and Functions sections).
@@ -126,6 +131,11 @@ DOCUMENTED = [
     "settings_from",
     "click_option",
     "click_options",
+    "first_line",
+    "write_run_record",
+    "pick_sharded",
+    "ShardedPicks",
+    "report_failure",
 ]
 
 

@@ -157,3 +157,68 @@ def test_messages_are_json_files(tmp_path) -> None:
     ranks[1].gather("m", {"ok": True, "n": 3})
     files = list((tmp_path / ".pupick_ranks" / "run1").glob("m.1.json"))
     assert len(files) == 1 and json.loads(files[0].read_text()) == {"ok": True, "n": 3}
+
+
+# ------------------------------------------------------------------ the sharded extraction (pupick_ext.sharding)
+def _picker(names_seen: list):
+    def pick(todo):
+        for name in todo:
+            names_seen.append(name)
+            yield name, Picks.for_one(name, [1.0, 2.0], [3.0, 4.0], [0.5, -0.5])
+
+    return pick
+
+
+def test_pick_sharded_one_process_skips_finished_and_writes_each() -> None:
+    from pupick_ext import pick_sharded
+
+    seen, written, told = [], [], []
+    result = pick_sharded(["a", "b", "c"], _picker(seen), key=str, name="extract", finished=lambda n: n == "b",
+                          on_skip=lambda todo, done: told.append((todo, done)),
+                          write=lambda n, p: written.append((n, len(p))))
+    assert seen == ["a", "c"] and written == [("a", 2), ("c", 2)] and told == [(["a", "c"], ["b"])]
+    assert result.main and (result.n_picks, result.n_micrographs, result.skipped) == (4, 2, ["b"])
+    assert list(result.picks.micrograph) == ["a", "a", "c", "c"]
+
+
+def test_pick_sharded_two_ranks_combine_in_single_process_order(tmp_path) -> None:
+    from pupick_ext import pick_sharded
+
+    ranks = _coordinators(tmp_path, 2)
+    names = ["m0", "m1", "m2", "m3", "m4"]
+    other = pick_sharded(names, _picker([]), key=str, name="extract", coordinator=ranks[1], combine=True)
+    assert not other.main and other.n_micrographs == 2
+    main = pick_sharded(names, _picker([]), key=str, name="extract", coordinator=ranks[0], combine=True)
+    assert main.main and (main.n_picks, main.n_micrographs) == (10, 5)
+    assert list(main.picks.micrograph) == [n for n in names for _ in range(2)]
+    assert not (tmp_path / ".pupick_ranks").exists()  # rank 0 cleaned up
+
+
+def test_a_failing_rank_reports_once_and_rank_0_raises_it(tmp_path) -> None:
+    from pupick_ext import pick_sharded, report_failure
+
+    ranks = _coordinators(tmp_path, 2)
+
+    def broken(todo):
+        raise PupickError("truncated\nmore detail", "mic_1.mrc")
+        yield  # pragma: no cover
+
+    with pytest.raises(PupickError):
+        pick_sharded(["mic_0", "mic_1"], broken, key=str, name="pick", coordinator=ranks[1])
+    assert ranks[1].sent("pick")
+    report_failure(ranks[1], "pick", RuntimeError("later"))  # already reported: no second message
+    with pytest.raises(PupickError, match=r"1 of 2 ranks failed; rank 1: mic_1.mrc: truncated$"):
+        pick_sharded(["mic_0", "mic_1"], _picker([]), key=str, name="pick", coordinator=ranks[0])
+
+
+def test_first_line_and_run_record(tmp_path) -> None:
+    from pupick_ext import first_line, write_run_record
+
+    assert first_line(ValueError("  one\ntwo")) == "one" and first_line(KeyError()) == "KeyError"
+    assert first_line("x" * 20, 5) == "xxxxx" and first_line("") == ""
+    write_run_record(tmp_path / "r.json", {"path": tmp_path, "n": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"path": str(tmp_path), "n": 1}
+    for n in (1, 2):
+        write_run_record(tmp_path / "runs.json", {"run": n}, append=True, indent=2)
+    text = (tmp_path / "runs.json").read_text()
+    assert json.loads(text) == [{"run": 1}, {"run": 2}] and text.endswith("]\n")
