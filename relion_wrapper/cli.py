@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -50,6 +51,7 @@ _VALUE_OPTIONS: dict[str, str] = {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _table_labels() -> dict[str, str]:
     """Every label of the parameter table the job takes (old spellings too) -> its help line."""
     from .params import relion_parameters

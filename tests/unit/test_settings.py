@@ -169,7 +169,9 @@ def test_every_settings_field_has_one_table_entry() -> None:
     """A new setting is the dataclass field plus one PARAMETERS entry; every front end renders it."""
     from pupick_ext import ExtractSettings, PreprocessSettings, TrainSettings, parameters_for
 
-    for cls, internal in ((TrainSettings, set()), (ExtractSettings, set()), (PreprocessSettings, {"cache_dir"})):
+    cases: list[tuple[type, set[str]]] = [(TrainSettings, set()), (ExtractSettings, set()),
+                                          (PreprocessSettings, {"cache_dir"})]
+    for cls, internal in cases:
         fed = [p.feeds(cls) for p in parameters_for(cls)]
         assert sorted(fed) == sorted(set(fed)), cls  # one entry per field
         assert set(fed) | internal == {f.name for f in dataclasses.fields(cls)}, cls
