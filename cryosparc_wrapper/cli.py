@@ -28,10 +28,10 @@ from typing import Any
 
 import click
 
-from pupick_ext import PupickError
+from pupick_ext import PupickError, click_option, first_line
 
 from .errors import missing_tools_message
-from .options import ARCHITECTURES, MODES, PickOptions
+from .options import FIELDS, MODES, PickOptions, table_parameters
 
 logger = logging.getLogger(__name__)
 PROG = "pupick-cryosparc"
@@ -56,7 +56,8 @@ def _configure_logging(debug: bool, quiet: bool) -> None:
 
 
 def pick_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The picking parameters both subcommands share (defaults are the engine's)."""
+    """The picking parameters both subcommands share: the mode, the model file, every knob of the
+    engine's parameter table (same names, help and defaults as ``pupick``), and --flip-y."""
     options = [
         click.option(
             "--mode",
@@ -71,49 +72,13 @@ def pick_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(dir_okay=False, path_type=Path),
             help="Model file to pick with (--mode extract).",
         ),
-        click.option("--diameter", type=float, help="Particle diameter in Angstrom (needed to train)."),
-        click.option(
-            "--pixel-size",
-            type=float,
-            help="Working pixel size in A/px for training [default: particle radius ~12 px].",
-        ),
-        click.option("--downsample", type=float, help="Downsampling factor instead of --pixel-size."),
-        click.option(
-            "--expected-particles",
-            type=float,
-            help="Expected particles per micrograph [default: estimated from the labels].",
-        ),
-        click.option(
-            "--threshold",
-            type=float,
-            help="Score threshold (log-likelihood ratio; 0 = even odds) [default: the model's "
-            "recommended threshold].",
-        ),
-        click.option("--epochs", type=int, default=PickOptions.epochs, show_default=True),
-        click.option("--steps-per-epoch", type=int, default=PickOptions.steps_per_epoch, show_default=True),
-        click.option(
-            "--model-arch",
-            type=click.Choice(ARCHITECTURES),
-            default=PickOptions.model_arch,
-            show_default=True,
-            help="Network architecture.",
-        ),
-        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option(
-            "--threads",
-            "num_threads",
-            type=int,
-            default=0,
-            show_default=True,
-            help="CPU threads for training (0: all).",
-        ),
+        *(click_option(p, "cryosparc", dest=FIELDS.get(p.name)) for p in table_parameters()),
         click.option(
             "--flip-y",
             is_flag=True,
             help="Store center_y_frac = 1 - y/ny (and read labels that way). Off by default; "
             "see docs/cryosparc.md for how to check once with Inspect Picks.",
         ),
-        click.option("--seed", type=int, default=0, show_default=True),
     ]
     for option in reversed(options):
         func = option(func)
@@ -121,23 +86,9 @@ def pick_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _pick_options(kwargs: dict[str, Any]) -> PickOptions:
-    names = (
-        "mode",
-        "model",
-        "diameter",
-        "pixel_size",
-        "downsample",
-        "expected_particles",
-        "threshold",
-        "epochs",
-        "steps_per_epoch",
-        "model_arch",
-        "device",
-        "num_threads",
-        "flip_y",
-        "seed",
-    )
-    return PickOptions(**{n: kwargs.pop(n) for n in names})
+    fields = ["mode", "model", "flip_y", *FIELDS.values()]
+    table = {p.name: kwargs.pop(p.name) for p in table_parameters() if p.name not in FIELDS}
+    return PickOptions(**{n: kwargs.pop(n) for n in fields}, parameters=table)
 
 
 @click.group(help=__doc__, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -222,7 +173,8 @@ def live(
     options = _pick_options(kwargs)
     credentials = load_credentials(config)
     with warnings.catch_warnings():
-        if not _State.debug:  # cryosparc-tools warns per retry ("*** API client ... (attempt 1/3)"): one line is ours
+        # cryosparc-tools warns per retry ("*** API client ... (attempt 1/3)"): one line is ours
+        if not _State.debug:
             warnings.filterwarnings("ignore", message=r"\*\*\* API client")
         result = run_live(
             project_uid,
@@ -371,7 +323,7 @@ def _main(argv: Sequence[str] | None) -> int:
 def _fail(message: str) -> None:
     if _State.debug:
         traceback.print_exc()
-    click.echo(f"{PROG}: error: {message.splitlines()[0] if message else 'failed'}", err=True)
+    click.echo(f"{PROG}: error: {first_line(message) or 'failed'}", err=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pupick_ext import first_line
+
 from .errors import CryosparcError
 
 if TYPE_CHECKING:
@@ -149,7 +151,7 @@ def _reason(err: BaseException) -> str:
         return "timed out"
     if isinstance(err, httpx.TransportError):
         return f"cannot reach the server ({type(err).__name__})"
-    return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return first_line(err)
 
 
 def connect(credentials: Credentials, timeout: float = 300) -> CryoSPARC:
@@ -202,7 +204,7 @@ def connect(credentials: Credentials, timeout: float = 300) -> CryoSPARC:
                 "cryoSPARC at %s may not match cryosparc-tools' version; see docs/cryosparc.md", url
             )
         elif not text.startswith("*** API client"):
-            logger.debug("cryosparc-tools: %s", text.splitlines()[0])
+            logger.debug("cryosparc-tools: %s", first_line(text))
     logger.info("connected to cryoSPARC at %s", url)
     return cs
 

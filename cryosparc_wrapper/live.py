@@ -9,10 +9,8 @@ error; a Stop pressed in cryoSPARC (the job killed) is noticed by polling the jo
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,12 +20,12 @@ from typing import TYPE_CHECKING, Literal
 import httpx
 from cryosparc.errors import APIError
 
-from pupick_ext import AbortRequested, InputError, Picks, PupickError, atomic_path, write_atomic
+from pupick_ext import AbortRequested, InputError, Picks, PupickError, atomic_path, first_line
 
 from .connect import Credentials, check_workspace, connect, describe_api_error, find_output, find_project
 from .errors import CryosparcError
 from .fields import PARTICLE_SLOTS, Exposure, exposures_from_dataset, particles_to_picks, picks_to_particles
-from .offline import package_version
+from .offline import package_version, write_settings_record
 from .options import PickOptions
 from .pipeline import check_shapes, run_pipeline
 
@@ -269,13 +267,13 @@ def run_live(
                 "particle", name=OUTPUT, slots=list(PARTICLE_SLOTS), title="Particles picked by pupick"
             )
     except (APIError, httpx.HTTPError, ValueError, TypeError) as err:
-        error = (
+        failure = (
             describe_api_error(err, f"setting up job {job.uid}")
             if isinstance(err, API_ERRORS)
             else CryosparcError(f"setting up job {job.uid}: {err}")
         )
-        job.stop(error=str(error))
-        raise error from None
+        job.stop(error=str(failure))
+        raise failure from None
 
     work = Path(workdir) if workdir is not None else _default_workdir(job, project_uid)
     n_particles, model_path = 0, None
@@ -317,8 +315,7 @@ def run_live(
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0][:500] if text else type(err).__name__
+    return first_line(err, 500)
 
 
 def _finish_job(job: ExternalJobController, error: str, stop: StopPoller) -> None:
@@ -442,22 +439,14 @@ def _write_settings(
     particles: SourceRef | None,
 ) -> None:
     """Settings, versions and command line next to the outputs (never credentials)."""
-    write_atomic(
-        work / "pupick_cryosparc.json",
-        json.dumps(
-            {
-                "mode": "live",
-                "project": project_uid,
-                "job": job_uid,
-                "exposures": str(exposures),
-                "particles": None if particles is None else str(particles),
-                "options": options.to_dict(),
-                "versions": {
-                    "pupick": package_version("pupick"),
-                    "cryosparc-tools": package_version("cryosparc-tools"),
-                },
-                "command": sys.argv,
-            },
-            indent=1,
-        ),
+    write_settings_record(
+        work,
+        {
+            "mode": "live",
+            "project": project_uid,
+            "job": job_uid,
+            "exposures": str(exposures),
+            "particles": None if particles is None else str(particles),
+            "options": options.to_dict(),
+        },
     )

@@ -20,10 +20,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from cryosparc.dataset import Dataset
 
-from pupick_ext import InputError, Picks, atomic_paths, check_output_dir, write_atomic, write_coordinate_star
+from pupick_ext import (
+    InputError,
+    Picks,
+    atomic_paths,
+    check_output_dir,
+    write_coordinate_star,
+    write_run_record,
+)
 
 from .fields import PARTICLE_SLOTS, Exposure, exposures_from_dataset, particles_to_picks, picks_to_particles
 from .options import PickOptions
@@ -32,6 +40,8 @@ from .pipeline import check_shapes, run_pipeline
 logger = logging.getLogger(__name__)
 
 STAR_SUFFIX = "_pupick.star"
+#: the run record beside the outputs (settings, versions, command line)
+RUN_RECORD = "pupick_cryosparc.json"
 
 
 def package_version(name: str) -> str:
@@ -204,7 +214,8 @@ def run_offline(
         result.picks, min_dist_A=(result.particle_diameter or 0.0) / 2, flip_y=options.flip_y
     )
     cs_path, csg_path = out_dir / "particles.cs", out_dir / "particles.csg"
-    save_particles(dset, cs_path, csg_path, csg_text(cs_path.name, len(dset), title, package_version("cryosparc-tools")))
+    csg = csg_text(cs_path.name, len(dset), title, package_version("cryosparc-tools"))
+    save_particles(dset, cs_path, csg_path, csg)
     logger.info(
         "wrote %d particles to %s and %s; RELION coordinates in %s", len(dset), cs_path, csg_path, star_dir
     )
@@ -255,21 +266,20 @@ def _write_settings(
     particles_cs: Sequence[str | Path] | None,
     project_dir: Path,
 ) -> None:
-    write_atomic(
-        out_dir / "pupick_cryosparc.json",
-        json.dumps(
-            {
-                "mode": "offline",
-                "options": options.to_dict(),
-                "exposures": [str(p) for p in exposures_cs],
-                "particles": [str(p) for p in particles_cs or []],
-                "project_dir": str(project_dir),
-                "versions": {
-                    "pupick": package_version("pupick"),
-                    "cryosparc-tools": package_version("cryosparc-tools"),
-                },
-                "command": sys.argv,
-            },
-            indent=1,
-        ),
+    write_settings_record(
+        out_dir,
+        {
+            "mode": "offline",
+            "options": options.to_dict(),
+            "exposures": [str(p) for p in exposures_cs],
+            "particles": [str(p) for p in particles_cs or []],
+            "project_dir": str(project_dir),
+        },
     )
+
+
+def write_settings_record(directory: Path, fields: dict[str, Any]) -> None:
+    """The run record (``pupick_cryosparc.json``): ``fields``, versions and the command line, never
+    credentials."""
+    versions = {"pupick": package_version("pupick"), "cryosparc-tools": package_version("cryosparc-tools")}
+    write_run_record(directory / RUN_RECORD, {**fields, "versions": versions, "command": sys.argv})

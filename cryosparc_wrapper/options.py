@@ -3,17 +3,45 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pupick_ext import ExtractSettings, PreprocessSettings, SettingsError, TrainSettings
+from pupick_ext import (
+    ExtractSettings,
+    PreprocessSettings,
+    SettingsError,
+    TrainSettings,
+    parameter,
+    parameters_for,
+    settings_from,
+)
 
 Mode = Literal["train", "extract", "train+extract"]
 MODES: tuple[str, ...] = ("train", "extract", "train+extract")
-ARCHITECTURES: tuple[str, ...] = ("resnet8", "resnet16", "conv31", "conv63", "conv127")
+#: kept for scripts that imported it; the choices are the engine's (parameter table)
+ARCHITECTURES: tuple[str, ...] = parameter("architecture").choices
 
-_TRAIN_DEFAULTS = TrainSettings(particle_diameter=100.0)
+#: parameter-table knob -> the PickOptions field that holds it (the rest go in ``parameters``)
+FIELDS: dict[str, str] = {
+    "particle_diameter": "diameter",
+    "pixel_size": "pixel_size",
+    "downsample": "downsample",
+    "expected_particles": "expected_particles",
+    "threshold": "threshold",
+    "epochs": "epochs",
+    "steps_per_epoch": "steps_per_epoch",
+    "architecture": "model_arch",
+    "device": "device",
+    "threads": "num_threads",
+    "seed": "seed",
+}
+
+
+def table_parameters() -> list[Any]:
+    """Every parameter-table entry pupick-cryosparc offers (all that feed the engine's settings)."""
+    return parameters_for(PreprocessSettings, TrainSettings, ExtractSettings)
 
 
 @dataclass(frozen=True)
@@ -28,6 +56,8 @@ class PickOptions:
         expected_particles: expected particles per micrograph (default: estimated from labels).
         threshold: score threshold (log-likelihood ratio); None uses the model's recommendation.
         flip_y: store ``1 - y/ny`` in ``center_y_frac`` (and read labels the same way).
+        parameters: any other knob of the engine's parameter table, by canonical name
+            (e.g. ``{"learning_rate": 3e-4, "symmetries": 8}``); missing ones keep their defaults.
     """
 
     mode: Mode = "train+extract"
@@ -37,17 +67,19 @@ class PickOptions:
     downsample: float | None = None
     expected_particles: float | None = None
     threshold: float | None = None
-    epochs: int = _TRAIN_DEFAULTS.epochs
-    steps_per_epoch: int = _TRAIN_DEFAULTS.steps_per_epoch
-    model_arch: str = _TRAIN_DEFAULTS.model
-    device: str = "auto"
-    num_threads: int = 0
+    epochs: int = parameter("epochs").default
+    steps_per_epoch: int = parameter("steps_per_epoch").default
+    model_arch: str = parameter("architecture").default
+    device: str = parameter("device").default
+    num_threads: int = parameter("threads").default
     flip_y: bool = False
-    seed: int = 0
+    seed: int = parameter("seed").default
+    parameters: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for option, value in (("--diameter", self.diameter), ("--pixel-size", self.pixel_size),
-                              ("--downsample", self.downsample), ("--expected-particles", self.expected_particles),
+                              ("--downsample", self.downsample),
+                              ("--expected-particles", self.expected_particles),
                               ("--threshold", self.threshold)):
             if value is not None and not math.isfinite(float(value)):
                 raise SettingsError(f"{option} {value} is not a finite number")
@@ -55,6 +87,11 @@ class PickOptions:
             raise SettingsError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.model is not None:
             object.__setattr__(self, "model", Path(self.model))
+        offered = {p.name for p in table_parameters()} - set(FIELDS)  # FIELDS knobs are set as fields
+        unknown = sorted(set(self.parameters) - offered)
+        if unknown:
+            raise SettingsError(f"parameters {', '.join(unknown)}: not in the parameter table, "
+                                "or set as fields")
         if self.mode == "extract" and self.model is None:
             raise SettingsError("--mode extract needs --model (a model file written by a training run)")
         if self.trains and self.diameter is None:
@@ -75,26 +112,22 @@ class PickOptions:
     def extracts(self) -> bool:
         return self.mode in ("extract", "train+extract")
 
+    def values(self) -> dict[str, Any]:
+        """Every knob set here, by canonical parameter-table name."""
+        return {**self.parameters, **{name: getattr(self, attr) for name, attr in FIELDS.items()}}
+
     def preprocess(self) -> PreprocessSettings:
-        return PreprocessSettings(pixel_size=self.pixel_size, downsample=self.downsample, seed=self.seed)
+        return settings_from(PreprocessSettings, self.values())
 
     def train_settings(self) -> TrainSettings:
         assert self.diameter is not None
-        return TrainSettings(
-            particle_diameter=self.diameter,
-            model=self.model_arch,  # type: ignore[arg-type]
-            expected_particles=self.expected_particles,
-            epochs=self.epochs,
-            steps_per_epoch=self.steps_per_epoch,
-            seed=self.seed,
-            device=self.device,
-            num_threads=self.num_threads,
-        )
+        return settings_from(TrainSettings, self.values())
 
     def extract_settings(self) -> ExtractSettings:
-        return ExtractSettings(threshold=self.threshold, device=self.device)
+        return settings_from(ExtractSettings, self.values())
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["model"] = None if self.model is None else str(self.model)
+        out["parameters"] = dict(self.parameters)
         return out

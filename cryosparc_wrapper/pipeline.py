@@ -203,7 +203,8 @@ def run_pipeline(
         f"{result.threshold if result.threshold is not None else 0:g}"
     )
     by_name = {e.name: e for e in exposures}
-    for entry, picks in extract_iter(model, entries, settings, progress=reporter.progress, should_stop=should_stop):
+    stream = extract_iter(model, entries, settings, progress=reporter.progress, should_stop=should_stop)
+    for entry, picks in stream:
         exposure = by_name[entry.name]
         result.picks.append((exposure, picks))
         if on_picks is not None:

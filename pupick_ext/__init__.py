@@ -25,6 +25,8 @@ _SOURCES: dict[str, str] = {
     "MicrographEntry": "settings",
     "ModelError": "errors",
     "OutputError": "errors",
+    "PARAMETERS": "parameters",
+    "Parameter": "parameters",
     "PickerModel": "model_io",
     "Picks": "picks",
     "PreprocessSettings": "settings",
@@ -32,6 +34,7 @@ _SOURCES: dict[str, str] = {
     "PupickError": "errors",
     "RankInfo": "distributed",
     "SettingsError": "errors",
+    "ShardedPicks": "sharding",
     "ShouldStop": "settings",
     "TrainResult": "training.outputs",
     "TrainSettings": "settings",
@@ -39,14 +42,20 @@ _SOURCES: dict[str, str] = {
     "atomic_paths": "fsio",
     "check_output_dir": "fsio",
     "check_output_file": "fsio",
+    "click_option": "click_render",
+    "click_options": "click_render",
     "evaluate": "evaluation",
     "extract": "api",
     "extract_iter": "api",
+    "first_line": "errors",
     "format_threshold_table": "api",
     "generate_demo_data": "synthetic",
     "load_model": "model_io",
     "match_micrograph_names": "coordinates",
     "micrograph_stem": "settings",
+    "parameter": "parameters",
+    "parameters_for": "parameters",
+    "pick_sharded": "sharding",
     "plot_picks": "reports",
     "plot_pr_curve": "reports",
     "plot_score_histogram": "reports",
@@ -57,11 +66,14 @@ _SOURCES: dict[str, str] = {
     "read_header": "micrograph",
     "read_micrograph": "micrograph",
     "read_micrograph_list": "micrograph_list",
+    "report_failure": "sharding",
+    "settings_from": "parameters",
     "train": "api",
     "write_atomic": "fsio",
     "write_coordinate_star": "coordinates",
     "write_coordinates": "coordinates",
     "write_coordinates_per_micrograph": "coordinates",
+    "write_run_record": "run_record",
 }
 
 __all__ = [
@@ -77,6 +89,8 @@ __all__ = [
     "MicrographEntry",
     "ModelError",
     "OutputError",
+    "PARAMETERS",
+    "Parameter",
     "PickerModel",
     "Picks",
     "PreprocessSettings",
@@ -84,6 +98,7 @@ __all__ = [
     "PupickError",
     "RankInfo",
     "SettingsError",
+    "ShardedPicks",
     "ShouldStop",
     "TrainResult",
     "TrainSettings",
@@ -91,14 +106,20 @@ __all__ = [
     "atomic_paths",
     "check_output_dir",
     "check_output_file",
+    "click_option",
+    "click_options",
     "evaluate",
     "extract",
     "extract_iter",
+    "first_line",
     "format_threshold_table",
     "generate_demo_data",
     "load_model",
     "match_micrograph_names",
     "micrograph_stem",
+    "parameter",
+    "parameters_for",
+    "pick_sharded",
     "plot_picks",
     "plot_pr_curve",
     "plot_score_histogram",
@@ -109,11 +130,14 @@ __all__ = [
     "read_header",
     "read_micrograph",
     "read_micrograph_list",
+    "report_failure",
+    "settings_from",
     "train",
     "write_atomic",
     "write_coordinate_star",
     "write_coordinates",
     "write_coordinates_per_micrograph",
+    "write_run_record",
 ]
 
 
@@ -132,6 +156,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .api import MODEL_FILE, extract, extract_iter, format_threshold_table, train  # noqa: F401
+    from .click_render import click_option, click_options  # noqa: F401
     from .coordinates import (  # noqa: F401
         match_micrograph_names,
         read_coordinates,
@@ -140,14 +165,24 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         write_coordinates_per_micrograph,
     )
     from .distributed import Coordinator, RankInfo, rank_info  # noqa: F401
-    from .errors import AbortRequested, InputError, ModelError, OutputError, PupickError, SettingsError  # noqa: F401
+    from .errors import (  # noqa: F401
+        AbortRequested,
+        InputError,
+        ModelError,
+        OutputError,
+        PupickError,
+        SettingsError,
+        first_line,
+    )
     from .evaluation import Evaluation, evaluate  # noqa: F401
     from .fsio import atomic_path, atomic_paths, check_output_dir, check_output_file, write_atomic  # noqa: F401
     from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
     from .micrograph_list import read_micrograph_list  # noqa: F401
     from .model_io import PickerModel, load_model  # noqa: F401
+    from .parameters import PARAMETERS, Parameter, parameter, parameters_for, settings_from  # noqa: F401
     from .picks import Picks  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
+    from .run_record import write_run_record  # noqa: F401
     from .settings import (  # noqa: F401
         ExtractSettings,
         MicrographEntry,
@@ -157,5 +192,6 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         TrainSettings,
         micrograph_stem,
     )
+    from .sharding import ShardedPicks, pick_sharded, report_failure  # noqa: F401
     from .synthetic import DemoData, generate_demo_data  # noqa: F401
     from .training.outputs import TrainResult  # noqa: F401

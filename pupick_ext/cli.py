@@ -13,20 +13,19 @@ Try it on built-in synthetic data first: ``pupick demo``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import __version__
+from .click_render import FiniteFloat, click_option, click_options
 from .errors import PupickError, SettingsError
-from .settings import ExtractSettings as _ExtractDefaults
-from .settings import TrainSettings as _TrainDefaults
+from .parameters import parameters_for, settings_from
+from .settings import ExtractSettings, PreprocessSettings, TrainSettings
 
 log = logging.getLogger("pupick")
 
@@ -77,36 +76,6 @@ def handle_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-class FiniteFloat(click.ParamType):
-    """A float option that must be finite (no nan/inf) and may have a lower bound.
-
-    A bad value is a usage error naming the option, e.g. ``Invalid value for '--threshold':
-    nan is not a finite number``.
-    """
-
-    name = "number"
-
-    def __init__(self, low: float | None = None, low_open: bool = False, high: float | None = None,
-                 high_open: bool = False) -> None:
-        self.low, self.low_open, self.high, self.high_open = low, low_open, high, high_open
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> float:
-        if isinstance(value, float) and math.isfinite(value):
-            number = value
-        else:
-            try:
-                number = float(value)
-            except (TypeError, ValueError):
-                self.fail(f"{value!r} is not a number", param, ctx)
-            if not math.isfinite(number):
-                self.fail(f"{value} is not a finite number", param, ctx)
-        if self.low is not None and (number < self.low or (self.low_open and number == self.low)):
-            self.fail(f"{value} must be {'>' if self.low_open else '>='} {self.low:g}", param, ctx)
-        if self.high is not None and (number > self.high or (self.high_open and number == self.high)):
-            self.fail(f"{value} must be {'<' if self.high_open else '<='} {self.high:g}", param, ctx)
-        return number
-
-
 FINITE = FiniteFloat()
 POSITIVE = FiniteFloat(0.0, low_open=True)
 
@@ -151,35 +120,15 @@ def micrographs_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         type=click.Path(path_type=Path), help=MICROGRAPHS_HELP)(func)
 
 
-def scale_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    func = click.option("--normalization", type=click.Choice(["gmm", "robust", "standard"]), default="robust",
-                        show_default=True,
-                        help="Each micrograph's median and robust spread are removed first (so offset and gain "
-                             "do not matter); gmm then applies the two-component mixture's gain, robust stops "
-                             "there, standard uses the plain mean and standard deviation instead.")(func)
-    func = click.option("--downsample", type=FiniteFloat(1.0), default=None,
-                        help="Downsampling factor (>= 1), instead of --pixel-size.")(func)
-    func = click.option("--pixel-size", type=POSITIVE, default=None,
-                        help="Working pixel size in A/px. Default: chosen so the particle radius is ~12 px.")(func)
-    return func
-
-
-def threads_option(func: Callable[..., Any]) -> Callable[..., Any]:
-    return click.option("--threads", type=int, default=0, help="CPU threads for torch (0: all cores).")(func)
+#: the scale and normalization options every command that reads micrographs shares
+scale_options = click_options(["pixel_size", "downsample", "normalization"])
+threads_option = click_option("threads")
 
 
 def _entries(sources: tuple[Path, ...]):
     from .micrograph_list import read_micrograph_list
 
     return read_micrograph_list(list(sources) if len(sources) > 1 else sources[0])
-
-
-def _preprocess_settings(pixel_size: float | None, downsample: float | None, normalization: str,
-                         seed: int = 0, cache_dir: Path | None = None):
-    from .settings import PreprocessSettings
-
-    return PreprocessSettings(pixel_size=pixel_size, downsample=downsample, normalization=normalization,  # type: ignore[arg-type]
-                              seed=seed, cache_dir=cache_dir)
 
 
 def _reporter(label: str):
@@ -204,11 +153,11 @@ def _rank_setup(device: str, threads: int):
 
 
 def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
-    from .fsio import write_atomic
+    """``<command>_run.json`` beside the outputs: version, command line and every option's value."""
+    from .run_record import write_run_record
 
-    record = {"version": __version__, "command": command, "argv": sys.argv,
-              "params": {k: (str(v) if isinstance(v, Path) else v) for k, v in params.items()}}
-    write_atomic(outdir / f"{command}_run.json", json.dumps(record, indent=1, default=str))
+    write_run_record(outdir / f"{command}_run.json",
+                     {"version": __version__, "command": command, "argv": sys.argv, "params": params})
 
 
 # ------------------------------------------------------------------ preprocess
@@ -216,10 +165,11 @@ def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None
 @micrographs_option
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory.")
 @scale_options
-@click.option("--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A (sets the default scale).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click_option("particle_diameter", help="Particle diameter in A (sets the default scale).")
+@click_option("seed")
 @handle_errors
-def preprocess(micrographs, output, pixel_size, downsample, normalization, particle_diameter, seed):
+def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: float | None,
+               **options: Any) -> None:
     """Downsample and normalize micrographs to working MRC files (what the network sees).
 
     \b
@@ -233,8 +183,9 @@ def preprocess(micrographs, output, pixel_size, downsample, normalization, parti
 
     check_output_dir(output)
     entries = _entries(micrographs)
-    settings = _preprocess_settings(pixel_size, downsample, normalization, seed)
-    prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=_reporter("preprocess"))
+    settings = settings_from(PreprocessSettings, options)
+    progress = _reporter("preprocess")
+    prepared, gmm = prepare_micrographs(entries, settings, particle_diameter, progress=progress)
     output.mkdir(parents=True, exist_ok=True)
     for p in prepared:
         with atomic_path(output / f"{p.name}.mrc", verify=read_header) as tmp:
@@ -258,7 +209,8 @@ def preprocess(micrographs, output, pixel_size, downsample, normalization, parti
 @click.option("--scale", type=POSITIVE, default=1.0, show_default=True,
               help="Multiply coordinates by this (e.g. 4 to go from 4x-binned to unbinned pixels).")
 @click.option("--box-size", type=int, default=None, help="Box size in pixels (EMAN .box output).")
-@click.option("--suffix", default="", help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
+@click.option("--suffix", default="",
+              help="Per-micrograph file suffix when DESTINATION is a directory, e.g. _pupick.")
 @click.option("--threshold", type=FINITE, default=None, help="Keep only picks with at least this score.")
 @handle_errors
 def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, threshold):
@@ -297,47 +249,14 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
 @main.command(short_help="Train a picker from a few hundred labelled particles.")
 @micrographs_option
 @click.option("-l", "--labels", type=click.Path(path_type=Path), required=True,
-              help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a directory of them.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), required=True, help="Output directory for the model.")
-@click.option("-d", "--particle-diameter", type=POSITIVE, required=True, help="Particle diameter in A.")
-@click.option("-n", "--expected-particles", type=POSITIVE, default=None,
-              help="Expected particles per micrograph (sets pi). If omitted, pupick assumes twice the mean "
-                   "number you labelled per labelled micrograph and logs it; a rough guess within 2x is fine.")
-@scale_options
-@click.option("--model", "architecture", type=click.Choice(["resnet8", "resnet16", "conv31", "conv63", "conv127"]),
-              default="resnet8", show_default=True, help="Classifier architecture.")
-@click.option("--width", type=int, default=32, show_default=True, help="Channels in the first layers.")
-@click.option("--objective", type=click.Choice(["ge-binomial", "ge-kl", "pn", "nnpu"]), default="ge-binomial",
-              show_default=True, help="PU objective.")
-@click.option("--epochs", type=int, default=_TrainDefaults.epochs, show_default=True)
-@click.option("--steps-per-epoch", type=int, default=_TrainDefaults.steps_per_epoch, show_default=True)
-@click.option("--learning-rate", type=POSITIVE, default=_TrainDefaults.learning_rate, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=_TrainDefaults.lr_schedule,
-              show_default=True, help="Learning rate over the run: constant, or a cosine decay to 5%.")
-@click.option("--init", default=_TrainDefaults.init, show_default=True,
-              help="Start from a pretrained model: 'general' (shipped with pupick: trained on many synthetic "
-                   "particles), a model.pupick file, or 'none' for random weights. 'auto': 'general' when "
-                   "--model and --width are the defaults, else random weights.")
-@click.option("--augment/--no-augment", default=_TrainDefaults.augment, show_default=True,
-              help="Train on all 8 turns and mirrors of each patch (particles lie in every orientation).")
-@click.option("--training-radius", type=int, default=3, show_default=True,
-              help="Working pixels around each label counted as positive.")
-@click.option("--autoencoder", type=FiniteFloat(0.0), default=None,
-              help="Autoencoder weight gamma (default 10/N for N <= 250 labels, else 0).")
-@click.option("--holdout", type=FiniteFloat(0.0, high=1.0, high_open=True), default=_TrainDefaults.holdout_fraction,
-              show_default=True, help="Fraction of the labelled data held out to measure precision/recall/AP "
-              "per epoch (for early stopping and the recommended threshold).")
-@click.option("--holdout-by", type=click.Choice(["auto", "micrograph", "region"]), default=_TrainDefaults.holdout_by,
-              show_default=True, help="Hold out whole micrographs, or a strip of every labelled micrograph; "
-              "auto: micrographs when at least 2 are labelled, else a strip of the one.")
-@click.option("--patience", type=int, default=4, show_default=True, help="Early stopping patience in epochs.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@threads_option
+              help="Labelled particles: a coordinate file (.txt/.star/.box), a particles STAR, or a "
+                   "directory of them.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Output directory for the model.")
+@click_option("particle_diameter", required=True, help="Particle diameter in A.")
+@click_options(p for p in parameters_for(TrainSettings, PreprocessSettings) if p.name != "particle_diameter")
 @handle_errors
-def train(micrographs, labels, output, particle_diameter, expected_particles, pixel_size, downsample,
-          normalization, architecture, width, objective, epochs, steps_per_epoch, learning_rate, lr_schedule, init,
-          augment, training_radius, autoencoder, holdout, holdout_by, patience, seed, device, threads):
+def train(micrographs: tuple[Path, ...], labels: Path, output: Path, **options: Any) -> None:
     """Train a classifier from micrographs and a few hundred labelled particles.
 
     Writes OUTPUT/model.pupick, a threshold table (threshold -> particles per micrograph
@@ -356,17 +275,16 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
     from .errors import InputError
     from .fsio import check_output_dir
     from .reports import plot_threshold_table, plot_training
-    from .settings import TrainSettings
     from .signals import stop_on_signals
 
-    ranks, device, threads = _rank_setup(device, threads)
+    ranks, device, threads = _rank_setup(options["device"], options["threads"])
     if ranks.active:
         from .distributed import init_process_group
 
         if not init_process_group(ranks, device):
             raise SettingsError(f"{ranks.describe()}: training on several processes needs a rendezvous "
-                                "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with torchrun "
-                                "or as one process")
+                                "(MASTER_ADDR and MASTER_PORT, as torchrun sets them); launch it with "
+                                "torchrun or as one process")
     if ranks.is_main:
         check_output_dir(output)
     entries = _entries(micrographs)
@@ -374,16 +292,11 @@ def train(micrographs, labels, output, particle_diameter, expected_particles, pi
     if len(label_picks) == 0:
         raise InputError("holds no labelled particles; training needs at least a few dozen", labels)
     if len(match_micrograph_names(label_picks, entries)) == 0:
-        raise InputError("none of its labelled particles belongs to a listed micrograph (coordinate file names "
-                         f"or image_name must match micrograph names such as {entries[0].name!r})", labels)
-    settings = TrainSettings(
-        particle_diameter=particle_diameter, model=architecture, width=width, objective=objective,
-        expected_particles=expected_particles, training_radius=training_radius, epochs=epochs,
-        steps_per_epoch=steps_per_epoch, learning_rate=learning_rate, lr_schedule=lr_schedule,
-        init=None if init in (None, "", "none") else init, augment=augment, autoencoder=autoencoder,
-        holdout_fraction=holdout, holdout_by=holdout_by, patience=patience, seed=seed, device=device,
-        num_threads=threads)
-    pre = _preprocess_settings(pixel_size, downsample, normalization, seed, output / "cache")
+        raise InputError("none of its labelled particles belongs to a listed micrograph (coordinate file "
+                         f"names or image_name must match micrograph names such as {entries[0].name!r})",
+                         labels)
+    settings = settings_from(TrainSettings, options, device=device, num_threads=threads)
+    pre = settings_from(PreprocessSettings, options, cache_dir=output / "cache")
     with stop_on_signals() as stop:
         result = run_train(entries, label_picks, pre, settings, output,
                            progress=_reporter("train") if ranks.is_main else None, should_stop=stop)
@@ -415,35 +328,22 @@ def _threshold_summary(result) -> str:
 @click.option("--format", "fmt", type=click.Choice(["txt", "star", "box"]), default=None,
               help="Output format (default: from the extension; star for a directory).")
 @click.option("--suffix", default="", help="Per-micrograph file name suffix, e.g. _pupick.")
-@click.option("-t", "--threshold", type=FINITE, default=None,
-              help="Score threshold on the log-likelihood-ratio scale (logit): 0 = even odds, -3 keeps picks "
-                   "~5% likely. Default: the threshold recommended at training.")
-@click.option("-r", "--radius", type=int, default=None,
-              help="NMS radius in working pixels (default: the particle radius).")
-@click.option("--edge-margin", type=int, default=None, help="Drop picks this close to the border (working px).")
-@click.option("--max-picks", type=int, default=None, help="At most this many picks per micrograph.")
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Micrographs per forward pass.")
-@click.option("--symmetries", type=click.Choice(["1", "2", "4", "8"]), default=str(_ExtractDefaults.symmetries),
-              show_default=True, help="Average each score map over this many turns/mirrors of the micrograph "
-              "(steadier scores; costs that many forward passes).")
-@click.option("--tile-size", type=int, default=2048, show_default=True,
-              help="Score micrographs larger than this (working px) in tiles; lower it on a GPU with little memory.")
-@click.option("--workers", type=int, default=0, show_default=True,
-              help="Processes reading and preprocessing micrographs ahead of scoring (0: one background thread; "
-                   "more help a GPU host with many cores).")
+@click_options(["threshold", "radius", "edge_margin", "max_picks", "batch_size", "symmetries", "tile_size",
+                "workers"])
 @click.option("--box-size", type=int, default=None, help="Box size in original pixels (for .box output).")
 @click.option("--method", type=click.Choice(["pupick", "dog"]), default="pupick", show_default=True,
               help="'dog' = difference-of-Gaussians baseline (needs --particle-diameter, no model).")
-@click.option("-d", "--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A (for --method dog).")
+@click_option("particle_diameter", help="Particle diameter in A (for --method dog).")
 @scale_options
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click_option("device")
 @click.option("--overwrite", is_flag=True,
               help="Re-pick micrographs that already have a coordinate file in the output directory.")
 @threads_option
 @handle_errors
-def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edge_margin, max_picks, batch_size,
-            symmetries, tile_size, workers, box_size, method, particle_diameter, pixel_size, downsample, normalization, device, overwrite,
-            threads):
+def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path, fmt: str | None,
+            suffix: str, box_size: int | None, method: str, particle_diameter: float | None,
+            pixel_size: float | None, downsample: float | None, normalization: str, overwrite: bool,
+            **options: Any) -> None:
     """Pick particles on micrographs with a trained model.
 
     Coordinates are written in unbinned pixels of the original micrographs, with the
@@ -462,10 +362,11 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     from .device import set_threads
     from .fsio import check_output_dir, check_output_file
     from .picks import Picks
-    from .settings import ExtractSettings
+    from .settings import MicrographEntry
+    from .sharding import pick_sharded
     from .signals import stop_on_signals
 
-    ranks, device, threads = _rank_setup(device, threads)
+    ranks, device, threads = _rank_setup(options["device"], options["threads"])
     set_threads(threads)
     per_micrograph = str(output).endswith("/") or output.is_dir() or not output.suffix
     if per_micrograph:
@@ -473,70 +374,64 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     else:
         check_output_file(output)
     all_entries = _entries(micrographs)
-    entries = ranks.shard(all_entries)  # before skipping finished ones: every rank agrees on the split
-    settings = ExtractSettings(threshold=threshold, radius=radius, edge_margin=edge_margin, max_picks=max_picks,
-                               batch_size=batch_size, tile_size=tile_size, device=device, num_workers=workers,
-                               symmetries=int(symmetries))
+    settings = settings_from(ExtractSettings, options, device=device)
+    threshold = settings.threshold
     fmt = fmt or ("star" if per_micrograph else None)
     coordinator = None
     if ranks.active:
         from .distributed import Coordinator
 
         coordinator = Coordinator(ranks, output if per_micrograph else output.parent)
-    if per_micrograph and not overwrite:
-        done = [e for e in entries if (output / f"{e.name}{suffix}.{fmt}").exists()]
-        if done:
-            log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
-                     len(done), output)
-            _warn_if_all_empty(output, [output / f"{e.name}{suffix}.{fmt}" for e in done])
-            entries = [e for e in entries if e not in done]
     if method == "dog":
         from .baseline import dog_extract
 
         if particle_diameter is None:
             raise SettingsError("--method dog needs --particle-diameter")
-        pre = _preprocess_settings(pixel_size, downsample, "standard")
-        results = ((e, dog_extract([e], particle_diameter, pre, settings)) for e in entries)
+        pre = PreprocessSettings(pixel_size=pixel_size, downsample=downsample, normalization="standard")
     else:
-        from .api import extract_iter
-
         if model_path is None:
             raise SettingsError("give --model (a model.pupick file from 'pupick train')")
         override = None
         if pixel_size is not None or downsample is not None:
-            override = _preprocess_settings(pixel_size, downsample, normalization)
+            override = PreprocessSettings(pixel_size=pixel_size, downsample=downsample,
+                                          normalization=normalization)  # type: ignore[arg-type]
+
+    def file_of(entry: MicrographEntry) -> Path:
+        return output / f"{entry.name}{suffix}.{fmt}"
+
+    def say_skipped(todo: list[MicrographEntry], done: list[MicrographEntry]) -> None:
+        if done:
+            log.info("%d micrograph(s) already have coordinate files in %s: skipped (--overwrite to redo)",
+                     len(done), output)
+            _warn_if_all_empty(output, [file_of(e) for e in done])
+
+    def write(entry: MicrographEntry, picks: Picks) -> None:  # complete as soon as it is picked
+        assert fmt is not None
+        write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name], box_size=box_size)
+
     with stop_on_signals() as stop:
-        collected = []
-        try:
-            if method != "dog":
-                results = extract_iter(model_path, entries, settings, override, progress=_reporter("extract"),
-                                       should_stop=stop)
-            for entry, picks in results:
-                if per_micrograph:  # each micrograph's file is complete as soon as it is picked
-                    write_coordinates_per_micrograph(picks, output, fmt, suffix, names=[entry.name],
-                                                     box_size=box_size)
-                collected.append(picks)
-        except BaseException as exc:
-            if coordinator is not None and not ranks.is_main:  # tell rank 0 instead of leaving it waiting
-                import contextlib
 
-                with contextlib.suppress(Exception):
-                    coordinator.gather("extract", {"ok": False, "error": str(exc).strip().splitlines()[0][:500]
-                                                   if str(exc).strip() else type(exc).__name__})
-            raise
-        picks = Picks.concat(collected)
-        n_picked = len(collected)
-        if coordinator is not None:
-            from .distributed import gather_picks
+        def pick(todo: list[MicrographEntry]) -> Iterator[tuple[MicrographEntry, Picks]]:
+            if method == "dog":
+                assert particle_diameter is not None
+                return ((e, dog_extract([e], particle_diameter, pre, settings)) for e in todo)
+            from .api import extract_iter
 
-            combined = gather_picks(coordinator, "extract", picks, n_picked, [e.name for e in all_entries],
-                                    combine=not per_micrograph, should_stop=stop)
-            if combined is None:  # not rank 0: its files are written, rank 0 combines
-                log.info("%d picks on %d micrograph(s); rank 0 writes the combined output", len(picks), n_picked)
-                return
-            merged, n_picks, n_picked = combined
-            picks, entries = (merged if merged is not None else picks), all_entries
-    total = n_picks if coordinator is not None and per_micrograph else len(picks)
+            assert model_path is not None
+            return extract_iter(model_path, todo, settings, override, progress=_reporter("extract"),
+                                should_stop=stop)
+
+        skip = per_micrograph and not overwrite
+        result = pick_sharded(all_entries, pick, key=lambda e: e.name, name="extract", ranks=ranks,
+                              coordinator=coordinator,
+                              finished=(lambda e: file_of(e).exists()) if skip else None,
+                              on_skip=say_skipped, write=write if per_micrograph else None,
+                              combine=not per_micrograph, should_stop=stop)
+    if not result.main:  # its files are written, rank 0 combines
+        log.info("%d picks on %d micrograph(s); rank 0 writes the combined output", result.n_picks,
+                 result.n_micrographs)
+        return
+    total, n_picked = result.n_picks, result.n_micrographs
     if total == 0 and n_picked > 0:
         at = f"threshold {threshold:g}" if threshold is not None else "the model's recommended threshold"
         log.warning("no particles picked on any of the %d micrograph(s) at %s: the settings pick nothing "
@@ -544,10 +439,8 @@ def extract(micrographs, model_path, output, fmt, suffix, threshold, radius, edg
     if per_micrograph:
         log.info("wrote %d picks for %d micrograph(s) to %s", total, n_picked, output)
     else:
-        write_coordinates(picks, output, fmt, box_size)
-        log.info("wrote %d picks on %d micrograph(s) to %s", len(picks), len(entries), output)
-    if coordinator is not None:
-        coordinator.close()
+        write_coordinates(result.picks, output, fmt, box_size)
+        log.info("wrote %d picks on %d micrograph(s) to %s", total, len(all_entries), output)
 
 
 def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
@@ -562,8 +455,8 @@ def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
         except PupickError:
             continue
     if empty == len(files):
-        log.warning("all %d skipped coordinate file(s) in %s are empty (an earlier run picked nothing there); "
-                    "add --overwrite to pick them again", len(files), output)
+        log.warning("all %d skipped coordinate file(s) in %s are empty (an earlier run picked nothing "
+                    "there); add --overwrite to pick them again", len(files), output)
 
 
 # ------------------------------------------------------------------ evaluate
@@ -573,7 +466,8 @@ def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
 @click.option("-r", "--reference", type=click.Path(path_type=Path), required=True,
               help="Reference coordinates (file or directory).")
 @click.option("--radius", type=POSITIVE, default=None,
-              help="Matching radius in original pixels (default: particle radius from --particle-diameter and --pixel-size).")
+              help="Matching radius in original pixels (default: particle radius from --particle-diameter "
+                   "and --pixel-size).")
 @click.option("-d", "--particle-diameter", type=POSITIVE, default=None, help="Particle diameter in A.")
 @click.option("--pixel-size", type=POSITIVE, default=None, help="Micrograph pixel size in A/px.")
 @click.option("-t", "--threshold", type=FINITE, default=None, help="Score threshold for precision/recall/F1.")
@@ -604,7 +498,8 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
     ref = read_coordinates(reference)
     full = run_evaluate(picks, ref, radius)
     at = run_evaluate(picks.above(threshold), ref, radius) if threshold is not None else full
-    click.echo(f"picks {at.n_picks}  reference {at.n_reference}  matched {at.n_true_positive}  radius {radius:g} px")
+    click.echo(f"picks {at.n_picks}  reference {at.n_reference}  matched {at.n_true_positive}  "
+               f"radius {radius:g} px")
     click.echo(f"precision {at.precision:.3f}  recall {at.recall:.3f}  F1 {at.f1:.3f}  "
                f"average precision {full.average_precision:.3f}")
     if output is not None:
@@ -616,8 +511,8 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
 
 # ------------------------------------------------------------------ demo
 @main.command(short_help="Run the whole workflow on built-in synthetic data.")
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"), show_default=True,
-              help="Directory for the demo data and results.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=Path("pupick_demo"),
+              show_default=True, help="Directory for the demo data and results.")
 @click.option("--preset", type=click.Choice(["easy", "medium", "hard"]), default="medium", show_default=True)
 @click.option("--quick", is_flag=True, help="A much shorter run (smoke test; lower AP).")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -38,7 +38,6 @@ averaged over ranks; rank 0 validates, checkpoints and writes the model.
 from __future__ import annotations
 
 import atexit
-
 import contextlib
 import datetime
 import json
@@ -88,8 +87,8 @@ _RUN_IDS: dict[str, tuple[str, ...]] = {
     "slurm": ("PUPICK_RUN_ID", "SLURM_STEP"),
 }
 
-_LOCAL_SIZES = ("PUPICK_LOCAL_WORLD_SIZE", "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS",
-                "SLURM_STEP_TASKS_PER_NODE")
+_LOCAL_SIZES = ("PUPICK_LOCAL_WORLD_SIZE", "LOCAL_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_SIZE",
+                "MPI_LOCALNRANKS", "SLURM_STEP_TASKS_PER_NODE")
 
 #: how long a rank waits for a message from another; None: for ever (see PUPICK_WAIT_TIMEOUT)
 _TIMEOUT_ENV = "PUPICK_WAIT_TIMEOUT"
@@ -106,7 +105,8 @@ def _int(value: str | None) -> int | None:
 
 
 def _slurm_step(env: Mapping[str, str]) -> str | None:
-    job, step = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID"), env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
+    job = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
+    step = env.get("SLURM_STEP_ID") or env.get("SLURM_STEPID")
     step_id = _int(step)
     if not job or step_id is None or step_id >= 0xFFFFFF00:  # batch/extern/interactive steps are one process
         return None
@@ -146,12 +146,14 @@ class RankInfo:
         return f"rank {self.rank} of {self.world_size} ({self.launcher})"
 
     def device(self, name: str = "auto") -> str:
-        """The device this rank uses for ``name``: with several ranks ``auto``/``cuda`` -> ``cuda:<local rank>``."""
+        """The device this rank uses for ``name``: with several ranks ``auto``/``cuda`` -> ``cuda:<local
+        rank>``."""
         return rank_device(name, self)
 
     def setup_threads(self, threads: int = 0) -> int:
         """Set this rank's torch CPU threads: ``threads`` if > 0, else its share of the cores
-        (:func:`default_threads`; nothing changes for a single process). Returns the number set (0: torch's default)."""
+        (:func:`default_threads`; nothing changes for a single process). Returns the number set (0: torch's
+        default)."""
         n = threads if threads > 0 else default_threads(self)
         if n > 0:
             import torch
@@ -174,8 +176,8 @@ def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo:
         if rank is None or size is None:
             continue
         if size < 1 or not 0 <= rank < size:
-            raise SettingsError(f"{rank_var}={env.get(rank_var)} and {size_var}={env.get(size_var)} are not a "
-                                "valid rank and number of ranks")
+            raise SettingsError(f"{rank_var}={env.get(rank_var)} and {size_var}={env.get(size_var)} are not "
+                                "a valid rank and number of ranks")
         local = _int(env.get(local_var))
         run_id = ""
         for var in _RUN_IDS.get(launcher, ()):
@@ -183,7 +185,8 @@ def rank_info(environ: Mapping[str, str] | None = None) -> RankInfo:
             if value:
                 run_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(value))[:100]
                 break
-        return RankInfo(rank, size, local if local is not None else 0, launcher, run_id, _local_world_size(env, size))
+        local_rank = local if local is not None else 0
+        return RankInfo(rank, size, local_rank, launcher, run_id, _local_world_size(env, size))
     return RankInfo()
 
 
@@ -298,11 +301,13 @@ class Coordinator:
     ``directory`` (see the module docstring). Message names must be unique within a run.
     """
 
-    def __init__(self, info: RankInfo, directory: str | Path | None = None, poll_seconds: float = 0.5) -> None:
+    def __init__(self, info: RankInfo, directory: str | Path | None = None,
+                 poll_seconds: float = 0.5) -> None:
         self.info = info
         self.poll = poll_seconds
         self._group: Any = None
         self._files: Path | None = None
+        self._sent: set[str] = set()
         if not info.active:
             return
         if process_group_active() or (info.has_rendezvous and init_process_group(info)):
@@ -313,10 +318,12 @@ class Coordinator:
                 if dist.get_backend() != "gloo" else dist.group.WORLD
             return
         if directory is None:
-            raise SettingsError(f"{info.describe()}: no process group and no shared directory to coordinate through")
+            raise SettingsError(f"{info.describe()}: no process group and no shared directory to coordinate "
+                                "through")
         if not info.run_id:
-            log.warning("%s: the launcher gives no run id; coordinating through %s/%s/default (set PUPICK_RUN_ID "
-                        "to a value unique to this launch)", info.describe(), directory, _RANKS_DIR)
+            log.warning("%s: the launcher gives no run id; coordinating through %s/%s/default (set "
+                        "PUPICK_RUN_ID to a value unique to this launch)", info.describe(), directory,
+                        _RANKS_DIR)
         self._files = Path(directory) / _RANKS_DIR / (info.run_id or "default")
         self._files.mkdir(parents=True, exist_ok=True)
 
@@ -329,6 +336,7 @@ class Coordinator:
                timeout: float | None = None) -> list[dict[str, Any]] | None:
         """Every rank's ``payload`` on rank 0 (see the class docstring); ``timeout`` (seconds, file
         transport) bounds rank 0's wait, default ``PUPICK_WAIT_TIMEOUT`` or for ever."""
+        self._sent.add(name)
         if not self.info.active:
             return [payload]
         if self._group is not None:
@@ -343,8 +351,13 @@ class Coordinator:
             return None
         received = [payload]
         for rank in range(1, self.info.world_size):
-            received.append(self._read(self._files / f"{name}.{rank}.json", f"rank {rank}", should_stop, timeout))
+            path = self._files / f"{name}.{rank}.json"
+            received.append(self._read(path, f"rank {rank}", should_stop, timeout))
         return received
+
+    def sent(self, name: str) -> bool:
+        """Whether this rank has taken part in ``gather(name, ...)`` already (a rank reports once)."""
+        return name in self._sent
 
     def broadcast(self, name: str, payload: dict[str, Any] | None,
                   should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
@@ -378,8 +391,8 @@ class Coordinator:
                 raise AbortRequested(f"stopped while waiting for {who}")
             now = time.monotonic()
             if timeout is not None and now - started > timeout:
-                raise PupickError(f"{who} did not report within {timeout:g} s ({_TIMEOUT_ENV}); is it still running?",
-                                  path)
+                raise PupickError(f"{who} did not report within {timeout:g} s ({_TIMEOUT_ENV}); is it still "
+                                  "running?", path)
             if now - last_note > 300:
                 log.info("%s: still waiting for %s (%s)", self.info.describe(), who, path)
                 last_note = now
@@ -395,7 +408,8 @@ class Coordinator:
 
 def failures(reports: Sequence[Mapping[str, Any]] | None) -> list[str]:
     """The error messages of the ranks that reported ``ok: False``."""
-    return [f"rank {i}: {r.get('error') or 'failed'}" for i, r in enumerate(reports or []) if not r.get("ok", False)]
+    return [f"rank {i}: {r.get('error') or 'failed'}" for i, r in enumerate(reports or [])
+            if not r.get("ok", False)]
 
 
 def gather_picks(coordinator: Coordinator, name: str, picks: Any, n_micrographs: int, order: Sequence[str],
@@ -428,7 +442,8 @@ def gather_picks(coordinator: Coordinator, name: str, picks: Any, n_micrographs:
         return None
     errors = failures(reports)
     if errors:
-        raise PupickError(f"{len(errors)} of {coordinator.info.world_size} ranks failed; " + "; ".join(errors))
+        world = coordinator.info.world_size
+        raise PupickError(f"{len(errors)} of {world} ranks failed; " + "; ".join(errors))
     n_picks = sum(int(r["n_picks"]) for r in reports)
     n_mics = sum(int(r["n_micrographs"]) for r in reports)
     if not combine:

@@ -37,3 +37,16 @@ class AbortRequested(PupickError):
 class OutputError(PupickError):
     """An output cannot be written: the disk is full, the place is read-only, not a directory, or
     the written file does not read back (it is then removed, never left under its final name)."""
+
+
+def first_line(error: BaseException | str, limit: int | None = None) -> str:
+    """The first line of an error's text, at most ``limit`` characters: what a one-line report shows.
+
+    Messages from libraries can run over many lines (a traceback, a dump); hosts report one.
+    An exception without text gives its type name, an empty string gives ''.
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__ if isinstance(error, BaseException) else ""
+    line = text.splitlines()[0]
+    return line[:limit] if limit is not None else line

@@ -31,6 +31,11 @@ Architecture = Literal["resnet8", "resnet16", "conv31", "conv63", "conv127"]
 
 OBJECTIVES: tuple[str, ...] = ("ge-binomial", "ge-kl", "pn", "nnpu")
 ARCHITECTURES: tuple[str, ...] = ("resnet8", "resnet16", "conv31", "conv63", "conv127")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+HOLDOUT_KINDS: tuple[str, ...] = ("auto", "micrograph", "region")
+KEEP_EPOCHS: tuple[str, ...] = ("last", "best")
+#: How many turns/mirrors of a micrograph its score map can be averaged over.
+SYMMETRIES: tuple[int, ...] = (1, 2, 4, 8)
 #: Particle radius, in working pixels, that the default downsampling aims for.
 TARGET_RADIUS_PX = 12.0
 
@@ -175,11 +180,11 @@ class TrainSettings:
         _require(self.learning_rate > 0, "learning rate must be positive")
         _require(self.autoencoder is None or self.autoencoder >= 0, "autoencoder weight must be >= 0")
         _require(0 <= self.holdout_fraction < 1, "hold-out fraction must lie in [0, 1)")
-        _require(self.lr_schedule in ("constant", "cosine"),
+        _require(self.lr_schedule in LR_SCHEDULES,
                  f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
-        _require(self.keep in ("last", "best"),
-                 f"unknown epoch to keep {self.keep!r}; choose from last, best")
-        _require(self.holdout_by in ("auto", "micrograph", "region"),
+        _require(self.keep in KEEP_EPOCHS,
+                 f"unknown epoch to keep {self.keep!r}; choose from {', '.join(KEEP_EPOCHS)}")
+        _require(self.holdout_by in HOLDOUT_KINDS,
                  f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 
     def to_dict(self) -> dict[str, Any]:
@@ -208,7 +213,7 @@ class ExtractSettings:
 
     def __post_init__(self) -> None:
         _require_finite(self)
-        _require(self.symmetries in (1, 2, 4, 8), "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
+        _require(self.symmetries in SYMMETRIES, "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
         _require(self.edge_margin is None or self.edge_margin >= 0, "edge margin must be >= 0")
         _require(self.max_picks is None or self.max_picks >= 1, "max picks must be >= 1")

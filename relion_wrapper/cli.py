@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import re
 import sys
@@ -37,29 +38,30 @@ from .choices import DEVICES, MODES
 
 log = logging.getLogger(__name__)
 
-#: Value options: RELION may pass them with an empty value (``--threshold --j 1``).
+#: The job's own value options; the engine's come from the parameter table (see _labels).
+#: RELION may pass any of them with an empty value (``--threshold --j 1``).
 _VALUE_OPTIONS: dict[str, str] = {
     "mode": f"{' | '.join(MODES)} (default train+extract)",
-    "diameter": "particle diameter in A (required to train)",
-    "pixel_size": "working pixel size in A/px (default: chosen from the diameter)",
-    "downsample": "downsampling factor (instead of pixel_size)",
-    "expected_particles": "expected particles per micrograph (default: estimated from the labels)",
-    "threshold": "score threshold, log-likelihood ratio (default: the one recommended at training)",
-    "epochs": "training epochs (engine default)",
-    "steps_per_epoch": "training steps per epoch (engine default)",
-    "minibatch_size": "patches per training step (engine default)",
-    "model_arch": "network: resnet8, resnet16, conv31, conv63, conv127 (engine default)",
-    "objective": "ge-binomial, ge-kl, pn or nnpu (engine default)",
-    "normalization": "gmm or standard (engine default)",
     "model": "trained model file (required with mode extract)",
-    "max_picks": "at most this many picks per micrograph",
     "device": f"{' | '.join(DEVICES)} (default auto)",
     "gpu": "GPU number to use (implies cuda)",
-    "seed": "random seed (default 0)",
     "suffix": "coordinate file suffix (default pupick: <micrograph>_pupick.star)",
     "relion_version": "3.1, 4 or 5: force the output layout (default: detected)",
     "pictures": "how many micrographs to draw with their picks (default 3)",
 }
+
+
+@functools.lru_cache(maxsize=1)
+def _table_labels() -> dict[str, str]:
+    """Every label of the parameter table the job takes (old spellings too) -> its help line."""
+    from .params import relion_parameters
+
+    labels: dict[str, str] = {}
+    for p in relion_parameters():
+        default = "" if p.default is None else f" (default {p.default})"
+        labels[p.name] = (p.help + default).replace("%", "%%")  # argparse formats help with %
+        labels.update({alias: f"same as {p.name}" for alias in p.spellings("relion")[1:]})
+    return labels
 
 
 #: A pupick command-line flag in an engine message (``--expected-particles``).
@@ -75,10 +77,12 @@ class _RelionWording(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
+        labels = _table_labels()
 
         def label(match: re.Match[str]) -> str:
             name = match.group(1).replace("-", "_")
-            return f"parameter {name}" if name in _VALUE_OPTIONS else match.group(0)
+            known = name in _VALUE_OPTIONS or name in labels
+            return f"parameter {name}" if known else match.group(0)
 
         reworded = _ENGINE_FLAG.sub(label, text)
         if reworded != text:
@@ -113,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--in_parts", metavar="STAR", help="particles STAR file to train on")
     io.add_argument("--j", metavar="N", help="threads (RELION's 'Number of threads')")
     params = parser.add_argument_group("pupick parameters (RELION: Param label / Param value)")
-    for name, text in _VALUE_OPTIONS.items():
+    for name, text in {**_VALUE_OPTIONS, **_table_labels()}.items():
         params.add_argument(f"--{name}", nargs="?", const="", default=None, metavar="VALUE", help=text)
     params.add_argument(
         "--debug",
@@ -265,7 +269,8 @@ def _run_other_rank(body: Any, debug: bool) -> int:
 
 
 def _fail_early(job_dir: str, message: str) -> int:
-    """Write the failure marker with nothing but the standard library."""
+    """Write the failure marker with nothing but the standard library (so not even pupick_ext.first_line:
+    this runs when the engine cannot be imported)."""
     from pathlib import Path
 
     log.error("ERROR: %s", message)

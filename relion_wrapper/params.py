@@ -8,44 +8,64 @@ user typed in the GUI.
 from __future__ import annotations
 
 import argparse
-import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pupick_ext import ExtractSettings, PreprocessSettings, SettingsError, TrainSettings
+from pupick_ext import (
+    ExtractSettings,
+    Parameter,
+    PreprocessSettings,
+    SettingsError,
+    TrainSettings,
+    parameter,
+    parameters_for,
+    settings_from,
+)
 
 from .choices import DEFAULT_SUFFIX, DEVICES, MODES
 
 _TRUE = {"yes", "y", "true", "1", "on"}
 _FALSE = {"no", "n", "false", "0", "off"}
 
+#: Table knobs RELION sets through its own fields: its 'Number of threads' (--j) and device + gpu.
+_RELION_OWN = ("threads", "device")
+#: JobParams' attribute names from before the parameter table, where they differ from the canonical name.
+_OLD_NAMES = {"particle_diameter": "diameter", "architecture": "model_arch"}
+
+
+def relion_parameters() -> list[Parameter]:
+    """The parameter-table entries the External job takes as ``--<label> <value>`` (label: the canonical
+    name; old spellings such as ``diameter`` and ``model_arch`` still work)."""
+    everything = parameters_for(PreprocessSettings, TrainSettings, ExtractSettings)
+    return [p for p in everything if p.name not in _RELION_OWN]
+
 
 @dataclass(frozen=True)
 class JobParams:
-    """Everything the user can set on the External job, in plain Python types."""
+    """Everything the user can set on the External job, in plain Python types.
+
+    ``values`` holds the parameter-table knobs the user gave, by canonical name (None or
+    missing: the engine default); they read as attributes too, under the canonical name or
+    the name they had before the table (``params.diameter``, ``params.model_arch``).
+    """
 
     mode: str = "train+extract"
-    diameter: float | None = None
-    pixel_size: float | None = None
-    downsample: float | None = None
-    expected_particles: float | None = None
-    threshold: float | None = None
-    epochs: int | None = None
-    steps_per_epoch: int | None = None
-    minibatch_size: int | None = None
-    model_arch: str | None = None
-    objective: str | None = None
-    normalization: str | None = None
     model: str | None = None
-    max_picks: int | None = None
     device: str = "auto"
     gpu: str | None = None
-    threads: int = 1
-    seed: int = 0
+    threads: int = 0
     suffix: str = DEFAULT_SUFFIX
     relion_version: str | None = None
     pictures: int = 3
     debug: bool = False
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:
+        canonical = {old: new for new, old in _OLD_NAMES.items()}.get(name, name)
+        if name.startswith("_") or canonical not in {p.name for p in relion_parameters()}:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return self.values.get(canonical)
 
     @property
     def trains(self) -> bool:
@@ -58,8 +78,11 @@ class JobParams:
         return self.mode in ("extract", "train+extract")
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the run record."""
-        return asdict(self)
+        """Plain dict for the run record (one key per parameter, as before the table)."""
+        out = asdict(self)
+        del out["values"]
+        out.update({_OLD_NAMES.get(p.name, p.name): self.values.get(p.name) for p in relion_parameters()})
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,26 +96,6 @@ class Settings:
 
 def _blank(value: str | None) -> bool:
     return value is None or str(value).strip() == ""
-
-
-def _number(
-    name: str, value: str | None, kind: type = float, minimum: float | None = None, strictly: bool = True
-) -> Any:
-    if _blank(value):
-        return None
-    text = str(value).strip()
-    try:
-        number = kind(float(text)) if kind is int and float(text).is_integer() else kind(text)
-    except ValueError:
-        raise SettingsError(
-            f"parameter '{name}': {text!r} is not a{'n integer' if kind is int else ' number'}"
-        ) from None
-    if kind is float and not math.isfinite(number):
-        raise SettingsError(f"parameter '{name}': {text} is not a finite number")
-    if minimum is not None and (number <= minimum if strictly else number < minimum):
-        relation = ">" if strictly else ">="
-        raise SettingsError(f"parameter '{name}': {text} must be {relation} {minimum:g}")
-    return number
 
 
 def _choice(name: str, value: str | None, choices: tuple[str, ...], default: str | None) -> str | None:
@@ -116,6 +119,23 @@ def parse_bool(name: str, value: str | None, default: bool = False) -> bool:
     raise SettingsError(f"parameter '{name}': {value!r} is not yes or no")
 
 
+def _table_values(args: argparse.Namespace) -> dict[str, Any]:
+    """Each table knob the command line gives (under any of its labels), checked by the table."""
+    values: dict[str, Any] = {}
+    for p in relion_parameters():
+        for label in p.spellings("relion"):
+            value = p.parse(getattr(args, label, None), label)
+            if value is not None:
+                values[p.name] = value
+    return values
+
+
+def _integer(label: str, text: str | None, minimum: int) -> int | None:
+    """A RELION-side integer (--j, pictures), with the table's wording for bad values."""
+    number = Parameter(label, "", (), kind=int, low=minimum).parse(text, label)
+    return None if number is None else int(number)
+
+
 def params_from_args(args: argparse.Namespace) -> JobParams:
     """Convert the parsed command line (strings) into checked :class:`JobParams`."""
     mode = _choice("mode", args.mode, MODES, "train+extract")
@@ -124,38 +144,26 @@ def params_from_args(args: argparse.Namespace) -> JobParams:
     suffix = suffix or DEFAULT_SUFFIX
     if any(c in suffix for c in "/ \t") or suffix.startswith("."):
         raise SettingsError(f"parameter 'suffix': {suffix!r} cannot contain '/' or blanks")
+    threads = _integer("j", args.j, 1)
+    pictures = _integer("pictures", args.pictures, 0)
     params = JobParams(
         mode=mode,
-        diameter=_number("diameter", args.diameter, float, 0),
-        pixel_size=_number("pixel_size", args.pixel_size, float, 0),
-        downsample=_number("downsample", args.downsample, float, 1, strictly=False),
-        expected_particles=_number("expected_particles", args.expected_particles, float, 0),
-        threshold=_number("threshold", args.threshold, float),
-        epochs=_number("epochs", args.epochs, int, 1, strictly=False),
-        steps_per_epoch=_number("steps_per_epoch", args.steps_per_epoch, int, 1, strictly=False),
-        minibatch_size=_number("minibatch_size", args.minibatch_size, int, 2, strictly=False),
-        model_arch=None if _blank(args.model_arch) else str(args.model_arch).strip().lower(),
-        objective=None if _blank(args.objective) else str(args.objective).strip().lower(),
-        normalization=None if _blank(args.normalization) else str(args.normalization).strip().lower(),
         model=None if _blank(args.model) else str(args.model).strip(),
-        max_picks=_number("max_picks", args.max_picks, int, 1, strictly=False),
         device=_choice("device", args.device, DEVICES, "auto") or "auto",
         gpu=None if _blank(args.gpu) else str(args.gpu).strip(),
-        threads=_number("j", args.j, int, 1, strictly=False) or 1,
-        seed=_number("seed", args.seed, int) or 0,
+        threads=parameter("threads").default if threads is None else threads,
         suffix=suffix,
         relion_version=None if _blank(args.relion_version) else str(args.relion_version).strip(),
-        pictures=_number("pictures", args.pictures, int, 0, strictly=False)
-        if not _blank(args.pictures)
-        else 3,
+        pictures=3 if pictures is None else pictures,
         debug=parse_bool("debug", args.debug),
+        values=_table_values(args),
     )
     if params.pixel_size is not None and params.downsample is not None:
         raise SettingsError("give parameter 'pixel_size' or 'downsample', not both")
     if params.trains and params.diameter is None:
         raise SettingsError(
-            "parameter 'diameter' (particle diameter in A) is required for training: "
-            "add a parameter with label diameter"
+            "parameter 'particle_diameter' (particle diameter in A) is required for training: "
+            "add a parameter with label particle_diameter (or diameter)"
         )
     if params.mode == "extract" and params.model is None:
         raise SettingsError("parameter 'model' (a trained pupick model file) is required with mode extract")
@@ -175,31 +183,9 @@ def device_name(params: JobParams) -> str:
 def build_settings(params: JobParams) -> Settings:
     """Engine settings for ``params`` (engine defaults for everything the user left blank)."""
     device = device_name(params)
-    preprocess_kwargs: dict[str, Any] = {
-        "pixel_size": params.pixel_size,
-        "downsample": params.downsample,
-        "seed": params.seed,
-    }
-    if params.normalization:
-        preprocess_kwargs["normalization"] = params.normalization
-    preprocess = PreprocessSettings(**preprocess_kwargs)
+    preprocess = settings_from(PreprocessSettings, params.values)
     train = None
     if params.trains:
-        assert params.diameter is not None
-        optional: dict[str, Any] = {
-            "model": params.model_arch,
-            "objective": params.objective,
-            "epochs": params.epochs,
-            "steps_per_epoch": params.steps_per_epoch,
-            "minibatch_size": params.minibatch_size,
-        }
-        train = TrainSettings(
-            particle_diameter=params.diameter,
-            expected_particles=params.expected_particles,
-            seed=params.seed,
-            device=device,
-            num_threads=params.threads,
-            **{k: v for k, v in optional.items() if v is not None},
-        )
-    extract = ExtractSettings(threshold=params.threshold, max_picks=params.max_picks, device=device)
+        train = settings_from(TrainSettings, params.values, device=device, num_threads=params.threads)
+    extract = settings_from(ExtractSettings, params.values, device=device)
     return Settings(preprocess, train, extract)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from pupick_ext import InputError, MicrographEntry, Picks, read_coordinates
+from pupick_ext import InputError, MicrographEntry, Picks, first_line, read_coordinates
 
 from .nodes import coordinate_path, decompose_pipeline_name, without_extension
 
@@ -38,7 +38,7 @@ def _read_star(path: Path) -> dict[str, pd.DataFrame | dict]:
         blocks = starfile.read(path, always_dict=True, parse_as_string=["rlnMicrographName", "rlnImageName"])
     except Exception as exc:  # starfile raises assorted parser errors; name the file instead
         raise InputError(
-            f"not a readable STAR file ({type(exc).__name__}: {exc})".splitlines()[0], path
+            first_line(f"not a readable STAR file ({type(exc).__name__}: {exc})"), path
         ) from None
     if not blocks:
         raise InputError("holds no STAR data blocks", path)
@@ -68,7 +68,7 @@ def _table(blocks: Mapping[str, pd.DataFrame | dict], wanted: str, path: Path, n
 def _numbers(values: pd.Series, column: str, path: Path, kind: type = float) -> np.ndarray:
     """A column as numbers; InputError naming the file and the column when a value is not one."""
     try:
-        out = np.array([kind(float(v)) if kind is int else float(v) for v in values], dtype=kind)
+        out: np.ndarray = np.array([kind(float(v)) if kind is int else float(v) for v in values], dtype=kind)
     except (ValueError, TypeError, OverflowError):
         bad = next((v for v in values if not _is_number(v, kind)), "?")
         raise InputError(f"column _{column} holds {str(bad)[:40]!r}, not a number", path) from None

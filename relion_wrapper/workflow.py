@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,14 @@ from pupick_ext import (
     PupickError,
     RankInfo,
     extract_iter,
+    first_line,
     load_model,
+    pick_sharded,
+    report_failure,
     train,
     write_atomic,
     write_coordinate_star,
+    write_run_record,
 )
 
 from . import nodes, reports
@@ -51,6 +55,8 @@ TRAINING_DIR = "training"
 #: on abort, how long rank 0 waits for the other ranks to notice the abort file
 ABORT_GRACE_SECONDS = 60
 RUN_RECORD = "pupick_runs.json"
+#: what every rank reports to rank 0 under once its share is picked (or it failed)
+PICK_MESSAGE = "pick"
 #: How run.out names each layout: "5" is what RELION 5.0 and 5.1 read (the 5.1 run is tested).
 LAYOUT_NAMES = {"3.1": "3.1", "4": "4.0", "5": "5.0/5.1"}
 
@@ -91,21 +97,15 @@ def run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcom
         return _run(inputs, params, job, outcome if outcome is not None else Outcome(), ranks, None)
     ranks.setup_threads(params.threads if params.threads > 1 else 0)
     coordinator = Coordinator(ranks, job.path)
-    state = {"reported": False}
     try:
-        return _run(inputs, params, job, outcome if outcome is not None else Outcome(), ranks, coordinator, state)
-    except BaseException as exc:
-        if not ranks.is_main and not state["reported"]:  # rank 0 must not wait for a rank that failed
-            text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else type(exc).__name__
-            try:
-                coordinator.gather("pick", {"ok": False, "error": text})
-            except Exception:  # noqa: BLE001 - the original error matters more
-                pass
+        return _run(inputs, params, job, outcome if outcome is not None else Outcome(), ranks, coordinator)
+    except BaseException as exc:  # before this rank reported (e.g. training failed): rank 0 must not wait
+        report_failure(coordinator, PICK_MESSAGE, exc)
         raise
 
 
 def _run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outcome, ranks: RankInfo,
-         coordinator: Coordinator | None, state: dict[str, bool] | None = None) -> Outcome:
+         coordinator: Coordinator | None) -> Outcome:
     project = Path.cwd()
     version, why = nodes.detect_version(project, inputs.job_dir, inputs.in_coords, params.relion_version)
     outcome.version = version
@@ -133,21 +133,22 @@ def _run(inputs: JobInputs, params: JobParams, job: JobDirectory, outcome: Outco
             assert params.model is not None
             log.info("Loading model %s", params.model)
             model = load_model(params.model)
-        _pick(model, params, settings, micrographs, inputs, job, version, outcome, ranks, coordinator, state)
+        _pick(model, params, settings, micrographs, inputs, job, version, outcome, ranks, coordinator)
     elif coordinator is not None:  # mode train: nothing to pick, but rank 0 still hears from everyone
-        _report_and_wait(coordinator, {"ok": True, "picked": 0, "particles": 0}, job, state)
+        pick_sharded([], lambda todo: iter(()), key=str, name=PICK_MESSAGE, ranks=ranks,
+                     coordinator=coordinator, should_stop=job.abort_requested)
     return outcome
 
 
-def _train_on_rank0(inputs: JobInputs, params: JobParams, settings: Settings, micrographs: list[RelionMicrograph],
-                    job: JobDirectory, outcome: Outcome, ranks: RankInfo, coordinator: Coordinator) -> PickerModel:
+def _train_on_rank0(inputs: JobInputs, params: JobParams, settings: Settings,
+                    micrographs: list[RelionMicrograph], job: JobDirectory, outcome: Outcome, ranks: RankInfo,
+                    coordinator: Coordinator) -> PickerModel:
     """Rank 0 trains (or reuses the job's model); the other ranks wait for it and load it."""
     if ranks.is_main:
         try:
             model = _train_or_reuse(inputs, params, settings, micrographs, job, outcome)
         except BaseException as exc:
-            coordinator.broadcast("model", {"ok": False, "error": str(exc).strip().splitlines()[0][:500]
-                                            if str(exc).strip() else type(exc).__name__})
+            coordinator.broadcast("model", {"ok": False, "error": first_line(exc, 500)})
             raise
         coordinator.broadcast("model", {"ok": True, "path": str(job.path / MODEL_FILE)})
         return model
@@ -157,21 +158,6 @@ def _train_on_rank0(inputs: JobInputs, params: JobParams, settings: Settings, mi
         raise PupickError(f"rank 0 did not produce a model ({message.get('error', 'failed')})")
     outcome.model_path = Path(message["path"])
     return load_model(message["path"])
-
-
-def _report_and_wait(coordinator: Coordinator, report: dict[str, Any], job: JobDirectory,
-                     state: dict[str, bool] | None) -> list[dict[str, Any]] | None:
-    """Every rank's report of its shard to rank 0 (which gets them all, waiting as long as needed)."""
-    reports = coordinator.gather("pick", report, should_stop=job.abort_requested)
-    if state is not None:
-        state["reported"] = True
-    if reports is None:
-        return None
-    coordinator.close()
-    failed = [f"rank {i}: {r.get('error') or 'failed'}" for i, r in enumerate(reports) if not r.get("ok")]
-    if failed:
-        raise PupickError(f"{len(failed)} of {len(reports)} ranks failed: " + "; ".join(failed))
-    return reports
 
 
 # ------------------------------------------------------------------ training
@@ -246,64 +232,61 @@ def _pick(
     outcome: Outcome,
     ranks: RankInfo | None = None,
     coordinator: Coordinator | None = None,
-    state: dict[str, bool] | None = None,
 ) -> None:
     ranks = ranks or RankInfo()
     target = {
         m.relion_name: nodes.coordinate_path(inputs.job_dir, m.relion_name, params.suffix)
         for m in micrographs
     }
-    # every rank splits the whole list the same way, then skips what is finished in its share
-    mine = ranks.shard(micrographs)
-    todo = [m for m in mine if not Path(target[m.relion_name]).is_file()]
-    log.info(
-        "Picking %d micrograph(s); %d already have coordinates from an earlier run%s",
-        len(todo),
-        len(mine) - len(todo),
-        f" ({ranks.describe()}: micrographs {ranks.rank + 1}, {ranks.rank + 1 + ranks.world_size}, ... "
-        f"of {len(micrographs)})" if ranks.active else "",
-    )
     extract_settings = settings.extract
     if ranks.active:
         extract_settings = dataclasses.replace(extract_settings, device=ranks.device(extract_settings.device))
-    by_name = {m.entry.name: m for m in todo}
-    picked: list[tuple[RelionMicrograph, Picks]] = []
-    total = 0
+
+    def say_skipped(todo: list[RelionMicrograph], done: list[RelionMicrograph]) -> None:
+        log.info(
+            "Picking %d micrograph(s); %d already have coordinates from an earlier run%s",
+            len(todo),
+            len(done),
+            f" ({ranks.describe()}: micrographs {ranks.rank + 1}, {ranks.rank + 1 + ranks.world_size}, ... "
+            f"of {len(micrographs)})" if ranks.active else "",
+        )
+
+    def pick(todo: list[RelionMicrograph]) -> Iterator[tuple[RelionMicrograph, Picks]]:
+        if not todo:
+            return
+        by_name = {m.entry.name: m for m in todo}
+        stream = extract_iter(model, [m.entry for m in todo], extract_settings, None,
+                              progress=ProgressLog("Picking"), should_stop=job.abort_requested)
+        for entry, picks in stream:
+            yield by_name[entry.name], picks
+
+    def write(micrograph: RelionMicrograph, picks: Picks) -> None:
+        path = target[micrograph.relion_name]
+        write_coordinate_star(picks, path)
+        outcome.picked_now.append(micrograph.relion_name)
+        log.info("%s: %d particles -> %s", micrograph.relion_name, len(picks), path)
+        job.check_abort()
+
     try:
-        if todo:
-            stream = extract_iter(
-                model,
-                [m.entry for m in todo],
-                extract_settings,
-                None,
-                progress=ProgressLog("Picking"),
-                should_stop=job.abort_requested,
-            )
-            for entry, picks in stream:
-                micrograph = by_name[entry.name]
-                path = target[micrograph.relion_name]
-                write_coordinate_star(picks, path)
-                outcome.picked_now.append(micrograph.relion_name)
-                picked.append((micrograph, picks))
-                total += len(picks)
-                log.info("%s: %d particles -> %s", micrograph.relion_name, len(picks), path)
-                job.check_abort()
+        result = pick_sharded(micrographs, pick, key=lambda m: m.entry.name, name=PICK_MESSAGE, ranks=ranks,
+                              coordinator=coordinator,
+                              finished=lambda m: Path(target[m.relion_name]).is_file(),
+                              on_skip=say_skipped, write=write, should_stop=job.abort_requested)
+        if not result.main:  # rank 0 writes the index, the nodes and the exit marker
+            log.info("Picked %d particles on %d micrograph(s); rank 0 finishes the job", result.n_picks,
+                     result.n_micrographs)
+            return
         if coordinator is not None:
-            rank_reports = _report_and_wait(coordinator, {"ok": True, "picked": len(picked), "particles": total},
-                                            job, state)
-            if rank_reports is None:  # not rank 0: rank 0 writes the index, the nodes and the exit marker
-                log.info("Picked %d particles on %d micrograph(s); rank 0 finishes the job", total, len(picked))
-                return
-            total = sum(int(r.get("particles", 0)) for r in rank_reports)
-            n_now = sum(int(r.get("picked", 0)) for r in rank_reports)
-            log.info("All %d ranks finished: %d particles on %d micrograph(s)", len(rank_reports), total, n_now)
+            log.info("All %d ranks finished: %d particles on %d micrograph(s)", ranks.world_size,
+                     result.n_picks, result.n_micrographs)
     except AbortRequested:
         if coordinator is not None and ranks.is_main and coordinator.transport == "files":
             # let the other ranks see RELION_JOB_ABORT_NOW (they check it between micrographs) before
             # run_job removes it with the exit marker
             log.info("Abort: waiting up to %d s for the other ranks to stop", ABORT_GRACE_SECONDS)
             try:
-                coordinator.gather("pick", {"ok": False, "error": "aborted"}, timeout=ABORT_GRACE_SECONDS)
+                coordinator.gather(PICK_MESSAGE, {"ok": False, "error": "aborted"},
+                                   timeout=ABORT_GRACE_SECONDS)
                 coordinator.close()
             except PupickError:
                 log.info("Some ranks are still running; they stop at their next micrograph or finish")
@@ -312,17 +295,16 @@ def _pick(
         # Whatever happened, the index lists exactly the finished coordinate files (rank 0 writes it).
         if ranks.is_main:
             outcome.coordinate_files = _write_index(micrographs, target, inputs, job, version, params.suffix)
-    n_files = len(outcome.coordinate_files)
     log.info(
         "Picked %d particles on %d micrograph(s) in this run; the job now has coordinates for "
         "%d of %d micrographs",
-        total,
-        n_now if coordinator is not None else len(picked),
-        n_files,
+        result.n_picks,
+        result.n_micrographs,
+        len(outcome.coordinate_files),
         len(micrographs),
     )
     _write_output_nodes(inputs, job, version, params.suffix)
-    reports.picking_pictures(job.path, picked, outcome.coordinate_files, model, params)
+    reports.picking_pictures(job.path, result.picked, outcome.coordinate_files, model, params)
 
 
 def _write_index(
@@ -360,27 +342,17 @@ def _short(values: dict[str, Any]) -> str:
 def _append_run_record(
     job: JobDirectory, inputs: JobInputs, params: JobParams, settings: Settings, version: str
 ) -> None:
-    """Every run leaves its command line, versions and settings beside its outputs."""
-    path = job.path / RUN_RECORD
-    runs: list[dict[str, Any]] = []
-    if path.is_file():
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-            runs = loaded if isinstance(loaded, list) else []
-        except (OSError, ValueError):
-            log.warning("%s is unreadable; starting a new record", path)
-    runs.append(
-        {
-            "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "command": [Path(sys.argv[0]).name, *inputs.argv],
-            "cwd": os.getcwd(),
-            "pupick_version": getattr(pupick_ext, "__version__", "unknown"),
-            "relion_layout": version,
-            "ignored_arguments": inputs.ignored,
-            "params": params.to_dict(),
-            "preprocess": settings.preprocess.to_dict(),
-            "train": settings.train.to_dict() if settings.train else None,
-            "extract": settings.extract.to_dict(),
-        }
-    )
-    write_atomic(path, json.dumps(runs, indent=2, default=str) + "\n")
+    """Every run leaves its command line, versions and settings beside its outputs (one entry per run)."""
+    record = {
+        "started": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": [Path(sys.argv[0]).name, *inputs.argv],
+        "cwd": os.getcwd(),
+        "pupick_version": getattr(pupick_ext, "__version__", "unknown"),
+        "relion_layout": version,
+        "ignored_arguments": inputs.ignored,
+        "params": params.to_dict(),
+        "preprocess": settings.preprocess.to_dict(),
+        "train": settings.train.to_dict() if settings.train else None,
+        "extract": settings.extract.to_dict(),
+    }
+    write_run_record(job.path / RUN_RECORD, record, append=True, indent=2)

@@ -237,7 +237,30 @@ def test_engine_flags_read_as_parameter_labels_in_run_out(capsys: pytest.Capture
         logging.getLogger("pupick_ext.training.data").info(
             "assuming %d per micrograph; set --expected-particles if you know better", 40
         )
-        logging.getLogger("pupick_ext.cli").info("use --tile-size or --in_mics as before")
+        logging.getLogger("pupick_ext.cli").info("use --box-size or --in_mics as before")
+        logging.getLogger("pupick_ext.cli").info("lower --tile-size")
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("assuming 40 per micrograph; set parameter expected_particles if you know better")
-    assert out[1].endswith("use --tile-size or --in_mics as before")  # no External-job label: unchanged
+    assert out[1].endswith("use --box-size or --in_mics as before")  # no External-job label: unchanged
+    assert out[2].endswith("lower parameter tile_size")  # every parameter-table knob is a label now
+
+
+def test_canonical_labels_and_old_spellings() -> None:
+    """Labels are the parameter table's names; the spellings saved jobs use still work."""
+    args, _ = cli.parse_args(["--o", "External/job001/", "--in_mics", "m.star", "--particle_diameter", "120",
+                              "--architecture", "conv31", "--learning_rate", "0.01", "--symmetries", "8"])
+    p = params_from_args(args)
+    s = build_settings(p)
+    assert (p.diameter, p.model_arch, s.train.model, s.train.learning_rate, s.extract.symmetries) == (
+        120.0, "conv31", "conv31", 0.01, 8)
+    assert params("--model_arch", "conv63").values["architecture"] == "conv63"
+    record = params("--epochs", "3").to_dict()
+    assert (record["diameter"], record["epochs"], record["model_arch"]) == (146.0, 3, None)
+    assert record["threads"] == 1
+    with pytest.raises(SettingsError, match="'learning_rate': 0 must be > 0"):
+        params("--learning_rate", "0")
+
+
+def test_without_j_the_thread_default_is_the_engine_one() -> None:
+    args, _ = cli.parse_args(["--o", "External/job001/", "--in_mics", "m.star", "--diameter", "100"])
+    assert build_settings(params_from_args(args)).train.num_threads == TrainSettings(100.0).num_threads == 0

@@ -307,3 +307,39 @@ def test_wrapper_console_scripts_have_help(script: str, module: str, capsys: pyt
     captured = capsys.readouterr()
     assert code in (0, None)
     assert script in captured.out and "usage" in captured.out.lower()
+
+
+# ------------------------------------------------------------------ options rendered from the parameter table
+def _parsed(command: str, args: list[str]) -> dict:
+    from pupick_ext.cli import main
+
+    return main.commands[command].make_context(command, list(args)).params  # click consumes the list
+
+
+def test_train_architecture_and_its_old_spelling() -> None:
+    """pupick train --model was the architecture before --architecture; both still work there."""
+    base = ["-m", "m.star", "-l", "labels/", "-o", "model/", "-d", "150"]
+    assert _parsed("train", base)["architecture"] == "resnet8"
+    assert _parsed("train", [*base, "--architecture", "conv31"])["architecture"] == "conv31"
+    assert _parsed("train", [*base, "--model", "conv63"])["architecture"] == "conv63"
+    assert _parsed("train", [*base, "--model-arch", "resnet16"])["architecture"] == "resnet16"
+    assert _parsed("train", [*base[:-2], "--diameter", "150"])["particle_diameter"] == 150.0
+
+
+def test_train_offers_every_training_setting() -> None:
+    from pupick_ext import TrainSettings, parameters_for
+
+    params = _parsed("train", ["-m", "m.star", "-l", "l/", "-o", "o/", "-d", "150"])
+    assert {p.name for p in parameters_for(TrainSettings)} <= set(params)
+    assert (params["minibatch_size"], params["threads"]) == (8, 0)
+
+
+def test_cryosparc_renders_the_same_table() -> None:
+    from cryosparc_wrapper.cli import _pick_options, cli
+
+    args = ["--exposures", "e.cs", "--project-dir", "p", "--out", "o", "--diameter", "150", "--model-arch",
+            "conv31", "--learning-rate", "0.01", "--threads", "3"]
+    options = _pick_options(dict(cli.commands["offline"].make_context("offline", args).params))
+    train = options.train_settings()
+    assert (train.particle_diameter, train.model) == (150.0, "conv31")
+    assert (train.learning_rate, train.num_threads) == (0.01, 3)

@@ -16,13 +16,15 @@ from pupick_ext.picks import Picks
 
 @pytest.mark.parametrize("env, expected", [
     ({}, (0, 1, "none", "")),
-    ({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"}, (1, 4, "torchrun", "abc")),
+    ({"RANK": "1", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "abc"},
+     (1, 4, "torchrun", "abc")),
     ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "3", "PMIX_NAMESPACE": "prterun-x-1@1"},
      (2, 3, "openmpi", "prterun-x-1_1")),
     ({"PMI_RANK": "0", "PMI_SIZE": "2", "SLURM_JOB_ID": "7", "SLURM_STEP_ID": "3"}, (0, 2, "pmi", "7.3")),
     ({"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2", "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "0"},
      (1, 2, "slurm", "99.0")),
-    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "2"}, (3, 4, "slurm", "99.2")),
+    ({"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_JOB_ID": "99", "SLURM_STEP_ID": "2"},
+     (3, 4, "slurm", "99.2")),
     ({"PUPICK_RANK": "1", "PUPICK_WORLD_SIZE": "2", "RANK": "0", "WORLD_SIZE": "8", "PUPICK_RUN_ID": "r"},
      (1, 2, "explicit", "r")),
 ])
@@ -67,7 +69,8 @@ def test_default_threads_share_the_cores(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
     assert default_threads(RankInfo()) == 0
     assert default_threads(RankInfo(0, 4, local_world_size=4)) == 4
-    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)  # srun --cpus-per-task 3
+    # srun --cpus-per-task 3
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert default_threads(RankInfo(0, 4, local_world_size=4)) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert default_threads(RankInfo(0, 4, local_world_size=4)) == 0
@@ -137,7 +140,8 @@ def test_gather_picks_restores_the_single_process_order(tmp_path) -> None:
                             for i, n in enumerate(order) if n in names)
 
     assert gather_picks(ranks[1], "extract", picks_for(order[1::2]), 2, order, combine=True) is None
-    merged, n_picks, n_mics = gather_picks(ranks[0], "extract", picks_for(order[0::2]), 3, order, combine=True)
+    merged, n_picks, n_mics = gather_picks(ranks[0], "extract", picks_for(order[0::2]), 3, order,
+                                           combine=True)
     expected = picks_for(order)
     assert list(merged.micrograph) == list(expected.micrograph)
     for column in ("x", "y", "score"):
@@ -157,3 +161,69 @@ def test_messages_are_json_files(tmp_path) -> None:
     ranks[1].gather("m", {"ok": True, "n": 3})
     files = list((tmp_path / ".pupick_ranks" / "run1").glob("m.1.json"))
     assert len(files) == 1 and json.loads(files[0].read_text()) == {"ok": True, "n": 3}
+
+
+# ------------------------------------------------------------------ sharded extraction (pupick_ext.sharding)
+def _picker(names_seen: list):
+    def pick(todo):
+        for name in todo:
+            names_seen.append(name)
+            yield name, Picks.for_one(name, [1.0, 2.0], [3.0, 4.0], [0.5, -0.5])
+
+    return pick
+
+
+def test_pick_sharded_one_process_skips_finished_and_writes_each() -> None:
+    from pupick_ext import pick_sharded
+
+    seen, written, told = [], [], []
+    result = pick_sharded(["a", "b", "c"], _picker(seen), key=str, name="extract",
+                          finished=lambda n: n == "b",
+                          on_skip=lambda todo, done: told.append((todo, done)),
+                          write=lambda n, p: written.append((n, len(p))))
+    assert seen == ["a", "c"] and written == [("a", 2), ("c", 2)] and told == [(["a", "c"], ["b"])]
+    assert result.main and (result.n_picks, result.n_micrographs, result.skipped) == (4, 2, ["b"])
+    assert list(result.picks.micrograph) == ["a", "a", "c", "c"]
+
+
+def test_pick_sharded_two_ranks_combine_in_single_process_order(tmp_path) -> None:
+    from pupick_ext import pick_sharded
+
+    ranks = _coordinators(tmp_path, 2)
+    names = ["m0", "m1", "m2", "m3", "m4"]
+    other = pick_sharded(names, _picker([]), key=str, name="extract", coordinator=ranks[1], combine=True)
+    assert not other.main and other.n_micrographs == 2
+    main = pick_sharded(names, _picker([]), key=str, name="extract", coordinator=ranks[0], combine=True)
+    assert main.main and (main.n_picks, main.n_micrographs) == (10, 5)
+    assert list(main.picks.micrograph) == [n for n in names for _ in range(2)]
+    assert not (tmp_path / ".pupick_ranks").exists()  # rank 0 cleaned up
+
+
+def test_a_failing_rank_reports_once_and_rank_0_raises_it(tmp_path) -> None:
+    from pupick_ext import pick_sharded, report_failure
+
+    ranks = _coordinators(tmp_path, 2)
+
+    def broken(todo):
+        raise PupickError("truncated\nmore detail", "mic_1.mrc")
+        yield  # pragma: no cover
+
+    with pytest.raises(PupickError):
+        pick_sharded(["mic_0", "mic_1"], broken, key=str, name="pick", coordinator=ranks[1])
+    assert ranks[1].sent("pick")
+    report_failure(ranks[1], "pick", RuntimeError("later"))  # already reported: no second message
+    with pytest.raises(PupickError, match=r"1 of 2 ranks failed; rank 1: mic_1.mrc: truncated$"):
+        pick_sharded(["mic_0", "mic_1"], _picker([]), key=str, name="pick", coordinator=ranks[0])
+
+
+def test_first_line_and_run_record(tmp_path) -> None:
+    from pupick_ext import first_line, write_run_record
+
+    assert first_line(ValueError("  one\ntwo")) == "one" and first_line(KeyError()) == "KeyError"
+    assert first_line("x" * 20, 5) == "xxxxx" and first_line("") == ""
+    write_run_record(tmp_path / "r.json", {"path": tmp_path, "n": 1})
+    assert json.loads((tmp_path / "r.json").read_text()) == {"path": str(tmp_path), "n": 1}
+    for n in (1, 2):
+        write_run_record(tmp_path / "runs.json", {"run": n}, append=True, indent=2)
+    text = (tmp_path / "runs.json").read_text()
+    assert json.loads(text) == [{"run": 1}, {"run": 2}] and text.endswith("]\n")

@@ -162,3 +162,49 @@ def test_micrograph_entry() -> None:
 )
 def test_micrograph_stem(raw: str, stem: str) -> None:
     assert micrograph_stem(raw) == stem
+
+
+# ------------------------------------------------------------------ the parameter table
+def test_every_settings_field_has_one_table_entry() -> None:
+    """A new setting is the dataclass field plus one PARAMETERS entry; every front end renders it."""
+    from pupick_ext import ExtractSettings, PreprocessSettings, TrainSettings, parameters_for
+
+    cases: list[tuple[type, set[str]]] = [(TrainSettings, set()), (ExtractSettings, set()),
+                                          (PreprocessSettings, {"cache_dir"})]
+    for cls, internal in cases:
+        fed = [p.feeds(cls) for p in parameters_for(cls)]
+        assert sorted(fed) == sorted(set(fed)), cls  # one entry per field
+        assert set(fed) | internal == {f.name for f in dataclasses.fields(cls)}, cls
+
+
+def test_table_defaults_and_choices_come_from_the_settings() -> None:
+    from pupick_ext import PARAMETERS, ExtractSettings, TrainSettings, parameter
+    from pupick_ext import settings as settings_module
+
+    train, extract = TrainSettings(particle_diameter=100.0), ExtractSettings()
+    for p in PARAMETERS:
+        cls, name = p.targets[0]
+        sample = train if cls is TrainSettings else extract if cls is ExtractSettings else cls()
+        if name != "particle_diameter":
+            assert p.default == getattr(sample, name), p.name
+    assert parameter("particle_diameter").default is None
+    assert parameter("architecture").choices == settings_module.ARCHITECTURES
+    assert parameter("objective").choices == settings_module.OBJECTIVES
+    assert parameter("threads").default == 0  # one thread default for every front end
+
+
+def test_settings_from_and_parse() -> None:
+    from pupick_ext import ExtractSettings, SettingsError, TrainSettings, parameter, settings_from
+
+    s = settings_from(TrainSettings, {"particle_diameter": 120.0, "architecture": "conv31", "init": "none",
+                                      "epochs": None, "micrographs": ("ignored",)}, device="cpu")
+    assert s == TrainSettings(particle_diameter=120.0, model="conv31", init=None, device="cpu")
+    assert settings_from(ExtractSettings, {"symmetries": "8"}).symmetries == 8
+    assert parameter("epochs").parse(" 3 ") == 3 and parameter("epochs").parse("") is None
+    assert parameter("architecture").parse("ResNet16") == "resnet16"
+    with pytest.raises(SettingsError, match="'diameter': -5 must be > 0"):
+        parameter("particle_diameter").parse("-5", "diameter")
+    with pytest.raises(SettingsError, match="is not an integer"):
+        parameter("epochs").parse("2.5")
+    with pytest.raises(SettingsError, match="finite"):
+        parameter("learning_rate").parse("nan")
