@@ -6,7 +6,7 @@ import warnings
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pupick_ext.normalize import (
@@ -185,6 +185,7 @@ def _counts_image(seed: int = 3, shape: tuple[int, int] = (96, 80)) -> np.ndarra
 @pytest.mark.parametrize("method", ["gmm", "robust", "standard"])
 @settings(max_examples=25, deadline=None)
 @given(log_gain=st.floats(-6.0, 6.0), offset=st.floats(-1e4, 1e4))
+@example(log_gain=-4.505343529976598, offset=-4233.384859848448)  # once beyond an elementwise tolerance
 def test_every_normalization_is_invariant_to_gain_and_offset(method: str, log_gain: float,
                                                              offset: float) -> None:
     """x and a*x + b (a > 0) reach the network as the same image, for every method."""
@@ -192,9 +193,13 @@ def test_every_normalization_is_invariant_to_gain_and_offset(method: str, log_ga
     params = fit_normalization([image, _counts_image(4)], seed=0)
     reference = normalize_image(image, method, params, seed=0)
     changed = (image.astype(np.float64) * np.exp(log_gain) + offset).astype(np.float32)
-    # float32 storage of a*x + b keeps ~7 digits of the largest value: compare at that precision
-    tolerance = 1e-4 + 4e-7 * float(np.abs(changed).max()) / (np.exp(log_gain) * float(image.std()))
-    np.testing.assert_allclose(normalize_image(changed, method, params, seed=0), reference, atol=tolerance)
+    # float32 storage of a*x + b keeps ~7 digits of the largest value: compare at that precision.
+    # That rounding moves the location and scale estimates too, and a relative error of the
+    # scale moves each output in proportion to its own size, hence the (1 + |reference|).
+    rounding = 4e-7 * float(np.abs(changed).max()) / (np.exp(log_gain) * float(image.std()))
+    tolerance = 1e-4 + rounding * (1 + np.abs(reference))
+    excess = np.abs(normalize_image(changed, method, params, seed=0) - reference) - tolerance
+    assert excess.max() <= 0, f"differs by up to {excess.max():.3g} more than the float32 rounding allows"
 
 
 @pytest.mark.parametrize("dtype", [np.int8, np.int16, np.uint16, np.float16])
