@@ -38,7 +38,7 @@ def model_info(state: TrainState, gmm: dict[str, Any] | None, recommended: float
 
 
 def run_record(state: TrainState, best: Best, kept_epoch: int) -> dict[str, Any]:
-    """What ``train_settings.json`` holds: version, command line, settings, data split, best and kept epoch."""
+    """What ``train_settings.json`` holds: version, command, settings, data split, best and kept epoch."""
     return {
         "version": __version__,
         "command": sys.argv,
