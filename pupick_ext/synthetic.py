@@ -6,6 +6,10 @@ Image model, per micrograph (rendered on a padded grid so that the CTF does not 
   z analytically, since the projection of a 3-D Gaussian is a 2-D Gaussian;
 - dense contaminant blobs (irregular ice / ethane balls about one to two particle sizes across) and,
   on some micrographs, a textured carbon film beyond a curved hole edge add potential and absorb;
+- on medium and hard, protein aggregates (clumps of 4-9 overlapping copies of the particle) and
+  fragments (the atoms of one particle nearest a random atom, 20-50% of it) add potential with
+  the particle's own contrast and texture; they are not labelled, so only shape and size tell
+  them from particles;
 - the potential, plus white "structural" ice noise, is turned into phase contrast by the CTF in
   Fourier space (300 kV, Cs 2.7 mm, 10% amplitude contrast, per-micrograph defocus 1-3 um with a
   little astigmatism, B-factor envelope), with the sign that makes particles dark (underfocus);
