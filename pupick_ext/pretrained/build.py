@@ -42,8 +42,9 @@ def build(workdir: Path, micrographs_per_particle: int = 4, epochs: int = 20, st
     labels = Picks.concat(tables)
     expected = len(labels) / len(entries)
     settings = TrainSettings(particle_diameter=PARTICLE_DIAMETER, epochs=epochs, steps_per_epoch=steps,
-                             expected_particles=expected, lr_schedule="cosine", patience=epochs, init=None,
-                             holdout_by="micrograph", holdout_fraction=0.15, seed=seed, num_threads=threads)
+                             expected_particles=expected, lr_schedule="cosine", init=None,
+                             holdout_by="micrograph", holdout_fraction=0.15, seed=seed, num_threads=threads,
+                             keep="best", patience=epochs)  # the best held-out epoch of the whole run
     result = train(entries, labels, PreprocessSettings(seed=seed), settings, workdir / "model")
     target = pretrained_path("general")
     assert target is not None
