@@ -84,12 +84,13 @@ def run(args: argparse.Namespace, procs: int, engine: Path | None) -> dict:
     out = args.workdir / f"run_{procs}_{int(time.time() * 1000)}"
     threads = max(1, args.threads // procs)
     cmd = [str(Path(__file__).resolve()), "--worker", "--data", str(args.workdir / "data"), "--out", str(out),
-           "--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch), "--threads", str(threads),
-           "--seed", str(args.seed)]
+           "--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
+           "--threads", str(threads), "--seed", str(args.seed)]
     if engine:
         cmd += ["--engine-path", str(engine)]
     if procs > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), *cmd]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node", str(procs), *cmd]
     else:
         cmd = [sys.executable, *cmd]
     done = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads))
@@ -129,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
                 if reached is None and h.get("ap", -1) >= args.target_ap:
                     reached = cum
             steps = args.epochs * args.steps_per_epoch
-            step_s = sum(h["seconds"] for h in res["history"]) / max(1, len(res["history"]) * args.steps_per_epoch)
+            step_s = (sum(h["seconds"] for h in res["history"])
+                      / max(1, len(res["history"]) * args.steps_per_epoch))
             rows.append([Path(res["engine"]).parent.name or res["engine"], procs, f"{res['total_s']:.1f}",
                          f"{step_s:.3f}", "-" if reached is None else f"{reached:.1f}", " ".join(aps),
                          f"{res['test_ap']:.3f}", steps])

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from pathlib import Path
+
+from torch.utils.data import Dataset
 
 from .coordinates import match_micrograph_names
 from .device import resolve_device, tune_allocator
@@ -140,7 +142,7 @@ def _prepare_or_error(entry: MicrographEntry, pre: PreprocessSettings, diameter:
         return exc
 
 
-class _PrepareDataset:
+class _PrepareDataset(Dataset[tuple[int, PreparedMicrograph | BaseException]]):
     """Micrograph i -> (i, prepared or the exception) for a torch DataLoader's workers."""
 
     def __init__(self, entries: Sequence[MicrographEntry], pre: PreprocessSettings, diameter: float,
@@ -158,8 +160,9 @@ def _identity(item: object) -> object:
     return item
 
 
-def _prepared_batches(entries: Sequence[MicrographEntry], pre: PreprocessSettings, diameter: float, gmm: object,
-                      batch_size: int, num_workers: int) -> Iterator[list[PreparedMicrograph | BaseException]]:
+def _prepared_batches(entries: Sequence[MicrographEntry], pre: PreprocessSettings, diameter: float,
+                      gmm: object, batch_size: int,
+                      num_workers: int) -> Generator[list[PreparedMicrograph | BaseException], None, None]:
     """Batches of prepared micrographs in input order, read and preprocessed ahead of use.
 
     ``num_workers`` 0: one background thread prepares the next batch while the caller
@@ -179,11 +182,12 @@ def _prepared_batches(entries: Sequence[MicrographEntry], pre: PreprocessSetting
 
         loader = DataLoader(_PrepareDataset(entries, pre, diameter, gmm), batch_size=None, shuffle=False,
                             num_workers=num_workers, collate_fn=_identity, prefetch_factor=max(2, batch_size),
-                            generator=torch.Generator().manual_seed(0))  # leaves the global random stream alone
+                            # a private generator leaves the global random stream alone
+                            generator=torch.Generator().manual_seed(0))
         iterator = iter(loader)
         try:
             for batch in batches:
-                yield [next(iterator)[1] for _ in batch]  # type: ignore[index]
+                yield [next(iterator)[1] for _ in batch]
         finally:
             shutdown = getattr(iterator, "_shutdown_workers", None)
             if shutdown is not None:
@@ -224,40 +228,45 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
     engine = prepare_engine(net, device)
     pre = _model_preprocess(model, preprocess)
     gmm = model.gmm if pre.normalization == "gmm" else None
-    threshold = settings.threshold if settings.threshold is not None else float(model.info.get("recommended_threshold", 0.0))
+    threshold = (settings.threshold if settings.threshold is not None
+                 else float(model.info.get("recommended_threshold", 0.0)))
     radius = settings.radius or max(1, int(round(model.particle_radius_px)))
     margin = settings.edge_margin if settings.edge_margin is not None else radius // 2
     entries = list(micrographs)
     diameter = float(model.info["particle_diameter"])
-    log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px", len(entries), threshold, radius)
+    log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px",
+             len(entries), threshold, radius)
     stream = _prepared_batches(entries, pre, diameter, gmm, settings.batch_size, settings.num_workers)
     picked = 0
     warned: set[Path] = set()
     try:
-        for start, prepared in zip(range(0, len(entries), settings.batch_size), stream):
+        for start, outcomes in zip(range(0, len(entries), settings.batch_size), stream, strict=True):
             if should_stop is not None and should_stop():
                 raise AbortRequested("stopped between micrographs; finished micrographs are kept")
             batch = entries[start : start + settings.batch_size]
-            for p in prepared:
-                if isinstance(p, BaseException):
-                    raise p
-            small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]  # type: ignore[union-attr]
+            prepared: list[PreparedMicrograph] = []
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                prepared.append(outcome)
+            small = [p for p in prepared if min(p.image.shape) < 2 * radius + 1]
             for p in small:
-                log.warning("%s: working image %s is smaller than a particle; no picks", p.name, p.image.shape)
-            for entry, p in zip(batch, prepared):
-                if p.working_pixel_size and entry.path not in warned:  # type: ignore[union-attr]
+                log.warning("%s: working image %s is smaller than a particle; no picks",
+                            p.name, p.image.shape)
+            for entry, p in zip(batch, prepared, strict=True):
+                if p.working_pixel_size and entry.path not in warned:
                     warned.add(entry.path)
-                    _warn_pixel_size(entry, p.working_pixel_size / p.scale[0])  # type: ignore[union-attr]
-            maps = score_batch(engine, [p.image for p in prepared], device,  # type: ignore[union-attr]
+                    _warn_pixel_size(entry, p.working_pixel_size / p.scale[0])
+            maps = score_batch(engine, [p.image for p in prepared], device,
                                tile_size=settings.tile_size, symmetries=settings.symmetries)
-            for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps)):
+            for i, (entry, p, smap) in enumerate(zip(batch, prepared, maps, strict=True)):
                 if i and should_stop is not None and should_stop():
                     raise AbortRequested("stopped between micrographs; finished micrographs are kept")
                 rows, cols, scores = find_peaks(smap, radius=radius, threshold=threshold, edge_margin=margin,
                                                 max_picks=settings.max_picks)
                 if any(p is q for q in small):  # as warned: no particle fits, so no peak is a pick
                     rows, cols, scores = rows[:0], cols[:0], scores[:0]
-                x, y = p.to_original(cols, rows)  # type: ignore[union-attr]
+                x, y = p.to_original(cols, rows)
                 if progress:
                     progress(start + i + 1, len(entries), f"{entry.name}: {len(x)} picks")
                 picked += len(x)
@@ -274,7 +283,8 @@ def extract(model: PickerModel | str | Path, micrographs: Sequence[MicrographEnt
             settings: ExtractSettings = ExtractSettings(), preprocess: PreprocessSettings | None = None,
             progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Picks:
     """All picks of all micrographs in one table (see :func:`extract_iter`)."""
-    return Picks.concat(p for _, p in extract_iter(model, micrographs, settings, preprocess, progress, should_stop))
+    picks = extract_iter(model, micrographs, settings, preprocess, progress, should_stop)
+    return Picks.concat(p for _, p in picks)
 
 
 

@@ -42,21 +42,26 @@ def plot_picks(micrograph_path: str | Path, picks: Picks, out_png: str | Path, r
     aspect = min(MAX_ASPECT, max(1 / MAX_ASPECT, small.shape[0] / small.shape[1]))
     fig, ax = plt.subplots(figsize=(8, 8 * aspect))
     clamped = aspect != small.shape[0] / small.shape[1]
-    ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear", aspect="auto" if clamped else "equal")
+    ax.imshow(small, cmap="gray", vmin=lo, vmax=hi, interpolation="bilinear",
+              aspect="auto" if clamped else "equal")
     from matplotlib.collections import PatchCollection
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
     handles = []
     if reference is not None and len(reference):
-        ring = PatchCollection([Circle((x / sx, y / sy), radius_px / sx * 1.08) for x, y in zip(reference.x, reference.y)],
-                               facecolors="none", edgecolors="#33ff33", linewidths=0.9, linestyles="--")
+        rings = [Circle((x / sx, y / sy), radius_px / sx * 1.08)
+                 for x, y in zip(reference.x, reference.y, strict=True)]
+        ring = PatchCollection(rings, facecolors="none", edgecolors="#33ff33", linewidths=0.9,
+                               linestyles="--")
         ax.add_collection(ring)
         handles.append(Line2D([], [], color="#33ff33", ls="--", label=f"reference ({len(reference)})"))
     if len(picks):
         scores = np.nan_to_num(picks.score, nan=0.0)
-        norm = matplotlib.colors.Normalize(vmin=float(scores.min()), vmax=float(max(scores.max(), scores.min() + 1e-6)))
-        circles = PatchCollection([Circle((x / sx, y / sy), radius_px / sx) for x, y in zip(picks.x, picks.y)],
+        norm = matplotlib.colors.Normalize(vmin=float(scores.min()),
+                                           vmax=float(max(scores.max(), scores.min() + 1e-6)))
+        circles = PatchCollection([Circle((x / sx, y / sy), radius_px / sx)
+                                   for x, y in zip(picks.x, picks.y, strict=True)],
                                   facecolors="none", linewidths=1.3, cmap="autumn", norm=norm)
         circles.set_edgecolor(matplotlib.colormaps["autumn"](norm(scores)))
         ax.add_collection(circles)
@@ -78,7 +83,8 @@ def plot_pr_curve(evaluation: Any, out_png: str | Path, label: str = "pupick",
     fig, ax = plt.subplots(figsize=(5.5, 5))
     for name, ev in [(label, evaluation), *others]:
         curve = ev.curve
-        ax.plot(np.asarray(curve.recall), np.asarray(curve.precision), label=f"{name} (AP {ev.average_precision:.3f})")
+        ax.plot(np.asarray(curve.recall), np.asarray(curve.precision),
+                label=f"{name} (AP {ev.average_precision:.3f})")
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
     ax.set_xlim(0, 1)

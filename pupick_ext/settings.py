@@ -168,10 +168,13 @@ class TrainSettings:
     def __post_init__(self) -> None:
         _require_finite(self)
         _require(self.particle_diameter > 0, "particle diameter (A) must be positive")
-        _require(self.model in ARCHITECTURES, f"unknown model {self.model!r}; choose from {', '.join(ARCHITECTURES)}")
-        _require(self.objective in OBJECTIVES, f"unknown objective {self.objective!r}; choose from {', '.join(OBJECTIVES)}")
+        _require(self.model in ARCHITECTURES,
+                 f"unknown model {self.model!r}; choose from {', '.join(ARCHITECTURES)}")
+        _require(self.objective in OBJECTIVES,
+                 f"unknown objective {self.objective!r}; choose from {', '.join(OBJECTIVES)}")
         _require(self.width >= 4, "model width must be >= 4")
-        _require(self.expected_particles is None or self.expected_particles > 0, "expected particles must be positive")
+        _require(self.expected_particles is None or self.expected_particles > 0,
+                 "expected particles must be positive")
         _require(self.training_radius >= 0, "training radius must be >= 0")
         _require(self.epochs >= 1 and self.steps_per_epoch >= 1, "epochs and steps per epoch must be >= 1")
         _require(self.minibatch_size >= 2, "minibatch size (patches per step) must be >= 2")
@@ -213,7 +216,8 @@ class ExtractSettings:
 
     def __post_init__(self) -> None:
         _require_finite(self)
-        _require(self.symmetries in SYMMETRIES, "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
+        _require(self.symmetries in SYMMETRIES,
+                 "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
         _require(self.edge_margin is None or self.edge_margin >= 0, "edge margin must be >= 0")
         _require(self.max_picks is None or self.max_picks >= 1, "max picks must be >= 1")

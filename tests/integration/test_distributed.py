@@ -55,22 +55,24 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _micrographs(root / "Micrographs")
     torch.manual_seed(3)
     net = build_model("conv31", width=8).eval()
-    info = {"architecture": "conv31", "width": 8, "pixel_size": 2.0, "downsample": 1.0, "particle_diameter": 40.0,
-            "normalization": "standard", "gmm": None, "recommended_threshold": -50.0, "receptive_field": 31}
+    info = {"architecture": "conv31", "width": 8, "pixel_size": 2.0, "downsample": 1.0,
+            "particle_diameter": 40.0, "normalization": "standard", "gmm": None,
+            "recommended_threshold": -50.0, "receptive_field": 31}
     PickerModel(net, info).save(root / "model.pupick")
     return root
 
 
 def _env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_", "PUPICK_")) and k not in ("RANK", "WORLD_SIZE")}
+           if not k.startswith(("SLURM_", "OMPI_", "PMI_", "PMIX_", "PUPICK_"))
+           and k not in ("RANK", "WORLD_SIZE")}
     env.update({"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra})
     return env
 
 
 def _extract_args(root: Path, output: Path) -> list[str]:
-    return ["extract", "-m", str(root / "Micrographs"), "--model", str(root / "model.pupick"), "-o", str(output),
-            "--batch-size", "2"]
+    return ["extract", "-m", str(root / "Micrographs"), "--model", str(root / "model.pupick"),
+            "-o", str(output), "--batch-size", "2"]
 
 
 def _single(root: Path, output: Path, threads: int = 2) -> None:
@@ -85,7 +87,8 @@ def _torchrun(root: Path, output: Path, nproc: int = 2) -> subprocess.CompletedP
     return subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
 
 
-def _ranks(root: Path, output: Path, rank_env: list[dict[str, str]], args: list[str] | None = None) -> list[int]:
+def _ranks(root: Path, output: Path, rank_env: list[dict[str, str]],
+           args: list[str] | None = None) -> list[int]:
     procs = [subprocess.Popen([sys.executable, "-c", CLI, *(args or _extract_args(root, output))],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**env))
              for env in rank_env]
@@ -107,7 +110,8 @@ def _same_tree(a: Path, b: Path) -> None:
 
 
 @pytest.mark.parametrize("output_name", ["picks.star", "picks.txt", "coords/"])
-def test_torchrun_two_ranks_write_the_single_process_output(project: Path, tmp_path: Path, output_name: str) -> None:
+def test_torchrun_two_ranks_write_the_single_process_output(project: Path, tmp_path: Path,
+                                                             output_name: str) -> None:
     single, multi = tmp_path / "single" / output_name, tmp_path / "torchrun" / output_name
     _single(project, single)
     done = _torchrun(project, multi)
@@ -133,8 +137,8 @@ def test_ranks_without_a_process_group_coordinate_through_files(project: Path, t
     single, multi = tmp_path / "single.star", tmp_path / "multi" / "picks.star"
     _single(project, single)
     if launcher == "srun":
-        envs = [{"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0", "SLURM_PROCID": str(r), "SLURM_STEP_NUM_TASKS": "3",
-                 "SLURM_LOCALID": str(r)} for r in range(3)]
+        envs = [{"SLURM_JOB_ID": "42", "SLURM_STEP_ID": "0", "SLURM_PROCID": str(r),
+                 "SLURM_STEP_NUM_TASKS": "3", "SLURM_LOCALID": str(r)} for r in range(3)]
     else:
         envs = [{"OMPI_COMM_WORLD_RANK": str(r), "OMPI_COMM_WORLD_SIZE": "3", "PMIX_NAMESPACE": "ns-1"}
                 for r in range(3)]
@@ -149,11 +153,12 @@ def test_a_failing_rank_fails_the_run_instead_of_hanging(project: Path, tmp_path
     for p in sorted((project / "Micrographs").glob("*.mrc")):
         (bad / p.name).write_bytes(p.read_bytes())
     (bad / "mic_001.mrc").write_bytes(b"not an mrc file at all" * 100)  # rank 1's share
-    args = ["extract", "-m", str(bad), "--model", str(project / "model.pupick"), "-o", str(tmp_path / "p.star")]
-    envs = [{"PUPICK_RANK": str(r), "PUPICK_WORLD_SIZE": "2", "PUPICK_RUN_ID": "t1", "PUPICK_WAIT_TIMEOUT": "120"}
-            for r in range(2)]
-    procs = [subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True, env=_env(**env)) for env in envs]
+    args = ["extract", "-m", str(bad), "--model", str(project / "model.pupick"),
+            "-o", str(tmp_path / "p.star")]
+    envs = [{"PUPICK_RANK": str(r), "PUPICK_WORLD_SIZE": "2", "PUPICK_RUN_ID": "t1",
+             "PUPICK_WAIT_TIMEOUT": "120"} for r in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", CLI, *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=_env(**env)) for env in envs]
     results = [(p.wait(timeout=300), p.communicate()[1]) for p in procs]
     assert results[1][0] == 1 and "mic_001" in results[1][1]
     assert results[0][0] == 1 and "rank 1" in results[0][1] and "mic_001" in results[0][1]
@@ -177,7 +182,8 @@ def test_relion_job_as_two_ranks_matches_one_process(project: Path, tmp_path: Pa
         args = ["--o", "External/job005/", "--in_mics", "micrographs.star", "--mode", "extract", "--model",
                 str(project / "model.pupick"), "--relion_version", "4", "--pictures", "0", "--j", "1"]
         procs = [subprocess.Popen([sys.executable, "-m", "relion_wrapper.cli", *args], cwd=work,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(**env))
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env=_env(**env))
                  for env in envs]
         for proc in procs:
             out, _ = proc.communicate(timeout=300)
@@ -195,8 +201,9 @@ def test_relion_job_as_two_ranks_matches_one_process(project: Path, tmp_path: Pa
 
 
 def _train_args(root: Path, output: Path) -> list[str]:
-    return ["train", "-m", str(root / "Micrographs"), "-l", str(root / "labels.txt"), "-d", "40", "--model", "conv31",
-            "--width", "8", "--epochs", "2", "--steps-per-epoch", "3", "--device", "cpu", "-o", str(output)]
+    return ["train", "-m", str(root / "Micrographs"), "-l", str(root / "labels.txt"), "-d", "40",
+            "--model", "conv31", "--width", "8", "--epochs", "2", "--steps-per-epoch", "3",
+            "--device", "cpu", "-o", str(output)]
 
 
 def test_torchrun_trains_one_model_with_ddp(project: Path, tmp_path: Path) -> None:
@@ -204,8 +211,8 @@ def test_torchrun_trains_one_model_with_ddp(project: Path, tmp_path: Path) -> No
 
     states = []
     for run in ("a", "b"):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--no-python",
-               sys.executable, "-c", CLI, *_train_args(project, tmp_path / run)]
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "--no-python", sys.executable, "-c", CLI, *_train_args(project, tmp_path / run)]
         done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
         assert "rank 1/2" in done.stderr  # both ranks ran and said so

@@ -51,10 +51,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     train_list.write_text("\n".join(str(m.path) for m in train_mics) + "\n")
     test_list = root / "test.txt"
     test_list.write_text("\n".join(str(m.path) for m in test_mics) + "\n")
-    output = run(["train", "-m", str(train_list), "-l", str(root / "labels.txt"), "-d", str(data.particle_diameter),
-                  "-n", "45", "--epochs", "4", "--steps-per-epoch", "30", "--threads", "2", "-o", str(root / "model")])
+    output = run(["train", "-m", str(train_list), "-l", str(root / "labels.txt"),
+                  "-d", str(data.particle_diameter), "-n", "45", "--epochs", "4", "--steps-per-epoch", "30",
+                  "--threads", "2", "-o", str(root / "model")])
     names = [m.name for m in test_mics]
-    return {"root": root, "data": data, "train_list": train_list, "test_list": test_list, "test_mics": test_mics,
+    return {"root": root, "data": data, "train_list": train_list, "test_list": test_list,
+            "test_mics": test_mics,
             "truth": data.truth.select(np.isin(data.truth.micrograph, names)), "output": output,
             "radius": data.particle_diameter / 2 / data.pixel_size}
 
@@ -104,12 +106,14 @@ def test_per_micrograph_output_skips_finished_micrographs(trained: dict) -> None
     root = trained["root"]
     model = root / "model" / "model.pupick"
     out = root / "star_picks"
-    run(["extract", "-m", str(trained["test_list"]), "--model", str(model), "-o", f"{out}/", "--suffix", "_pupick"])
+    extract = ["extract", "-m", str(trained["test_list"]), "--model", str(model), "-o", f"{out}/",
+               "--suffix", "_pupick"]
+    run(extract)
     files = sorted(out.glob("*_pupick.star"))
     assert [f.name for f in files] == [f"{m.name}_pupick.star" for m in trained["test_mics"]]
     before = {f: f.stat().st_mtime_ns for f in files}
     files[0].unlink()
-    run(["extract", "-m", str(trained["test_list"]), "--model", str(model), "-o", f"{out}/", "--suffix", "_pupick"])
+    run(extract)
     assert files[0].exists()
     assert files[1].stat().st_mtime_ns == before[files[1]]  # untouched: already finished
 
@@ -128,7 +132,8 @@ def test_rerunning_training_resumes_from_the_checkpoint(trained: dict) -> None:
 
 def test_dog_method_through_the_cli(trained: dict) -> None:
     root = trained["root"]
-    run(["extract", "--method", "dog", "-d", "150", "-m", str(trained["test_list"]), "-o", str(root / "dog.txt")])
+    run(["extract", "--method", "dog", "-d", "150", "-m", str(trained["test_list"]),
+         "-o", str(root / "dog.txt")])
     dog = read_coordinates(root / "dog.txt")
     assert len(dog) > 0 and set(dog.names) <= {m.name for m in trained["test_mics"]}
 

@@ -43,7 +43,8 @@ pytestmark = [
 DIAMETER = 150  # A, as the demo data's particles
 BOX, SMALL_BOX = 128, 64  # extraction box in original pixels (1.5 A/px), rescaled for speed
 N_FIRST, N_ALL = 6, 8  # micrographs at the start, and after the on-the-fly arrivals
-MANUALPICK, EXTERNAL, EXTRACT, CLASS2D = "ManualPick/job002/", "External/job003/", "Extract/job004/", "Class2D/job005/"
+MANUALPICK, EXTERNAL = "ManualPick/job002/", "External/job003/"
+EXTRACT, CLASS2D = "Extract/job004/", "Class2D/job005/"
 QUICK = {"epochs": 1, "steps_per_epoch": 5, "max_picks": 50, "device": "cpu"}
 
 
@@ -81,7 +82,8 @@ def executable(shim_dir: Path) -> str:
 
 
 def options(values: dict[str, object]) -> str:
-    """``--addJobOptions`` text: ``name == value;`` with no blank after ';' (RELION reads it into the name)."""
+    """``--addJobOptions`` text: ``name == value;`` with no blank after ';'
+    (RELION reads it into the name)."""
     return "".join(f"{k} == {v};" for k, v in values.items())
 
 
@@ -346,7 +348,8 @@ def test_pipeliner_extracts_one_particle_per_pick_and_classifies(extracted: dict
     assert classes == CLASS2D
     run_jobs(root, classes)
     extracted["times"]["class2d"] = time.monotonic() - started
-    assert markers(root / CLASS2D) == ["RELION_JOB_EXIT_SUCCESS"], (root / CLASS2D / "run.err").read_text()[-2000:]
+    job = root / CLASS2D
+    assert markers(job) == ["RELION_JOB_EXIT_SUCCESS"], (job / "run.err").read_text()[-2000:]
     assert process_status(root)[CLASS2D] == "Succeeded"
     data = sorted((root / CLASS2D).glob("run_it*_data.star"))[-1]
     assert len(particles_of(root, str(data.relative_to(root)))) == len(particles)

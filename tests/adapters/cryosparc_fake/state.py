@@ -240,7 +240,8 @@ class FakeCryosparc:
 
     def find_job(self, project_uid: str, uid: str) -> Job:
         job = self.job(project_uid, uid)
-        if self.kill_running_on_read is not None and job.model.spec.type == "snowflake" and job.status == "running":
+        if (self.kill_running_on_read is not None and job.model.spec.type == "snowflake"
+                and job.status == "running"):
             self.kill_running_on_read -= 1
             if self.kill_running_on_read <= 0:
                 self.kill_running_on_read = None
