@@ -87,7 +87,7 @@ def ensure_model(workdir: Path) -> Path:
     if path.is_file():
         return path
     from pupick_ext import PreprocessSettings, TrainSettings, generate_demo_data, train
-    from pupick_ext.demo import labelled_subset
+    from pupick_ext.demo.demo import labelled_subset
 
     print("training a small model on 1024x1024 demo micrographs (cached for later runs)", flush=True)
     data = generate_demo_data(workdir / "train_data", n_micrographs=6, preset="medium", seed=0)

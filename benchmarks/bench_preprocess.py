@@ -126,9 +126,9 @@ def breakdown(paths: list[Path], factor: float, seed: int) -> dict:
     """Time each stage in this process; returns seconds per stage and the working shape."""
     import numpy as np
 
-    from pupick_ext.downsample import downsample
-    from pupick_ext.micrograph import read_micrograph, validate_pixels
-    from pupick_ext.preprocess import fit_normalization, normalize_image
+    from pupick_ext.io.micrograph import read_micrograph, validate_pixels
+    from pupick_ext.prep.downsample import downsample
+    from pupick_ext.prep.preprocess import fit_normalization, normalize_image
 
     downsample(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32), 2.0)  # torch FFT warm-up
     times = {"read": 0.0, "downsample": 0.0, "gmm_fit": 0.0, "normalize": 0.0}
@@ -160,7 +160,7 @@ def child_main(args: argparse.Namespace) -> int:
 
     _set_torch_threads(args.threads)
     from pupick_ext import MicrographEntry, PreprocessSettings
-    from pupick_ext.preprocess import prepare_micrographs
+    from pupick_ext.prep.preprocess import prepare_micrographs
 
     entries = [MicrographEntry(p) for p in sorted(args.child.glob("*.mrc"))]
     settings = PreprocessSettings(downsample=args.factor, normalization="gmm", seed=args.seed)

@@ -49,11 +49,11 @@ def worker(args: argparse.Namespace) -> None:
         generate_demo_data,
         train,
     )
-    from pupick_ext.demo import labelled_subset
+    from pupick_ext.demo.demo import labelled_subset
 
     rank = int(os.environ.get("RANK", "0"))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from pupick_ext.distributed import init_process_group, rank_info
+        from pupick_ext.parallel.distributed import init_process_group, rank_info
 
         init_process_group(rank_info(), "cpu")
     torch.set_num_threads(args.threads)

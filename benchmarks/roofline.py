@@ -73,9 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from pupick_ext.device import resolve_device, tune_allocator
-    from pupick_ext.models import build_model, macs_per_pixel
-    from pupick_ext.scoring import prepare_engine, score_batch
+    from pupick_ext.network.models import build_model, macs_per_pixel
+    from pupick_ext.parallel.device import resolve_device, tune_allocator
+    from pupick_ext.pick.scoring import prepare_engine, score_batch
 
     torch.set_num_threads(args.threads)
     tune_allocator()

@@ -15,43 +15,43 @@ __version__ = "0.1.0"
 #: public name -> the module that defines it
 _SOURCES: dict[str, str] = {
     "AbortRequested": "errors",
-    "Coordinator": "distributed",
-    "DemoData": "synthetic",
-    "Evaluation": "evaluation",
+    "Coordinator": "parallel.distributed",
+    "DemoData": "demo.synthetic",
+    "Evaluation": "pick.evaluation",
     "ExtractSettings": "settings",
     "InputError": "errors",
     "MODEL_FILE": "api",
-    "Micrograph": "micrograph",
+    "Micrograph": "io.micrograph",
     "MicrographEntry": "settings",
     "ModelError": "errors",
     "OutputError": "errors",
     "PARAMETERS": "parameters",
     "Parameter": "parameters",
-    "PickerModel": "model_io",
-    "Picks": "picks",
+    "PickerModel": "network.model_io",
+    "Picks": "io.picks",
     "PreprocessSettings": "settings",
     "Progress": "settings",
     "PupickError": "errors",
-    "RankInfo": "distributed",
+    "RankInfo": "parallel.distributed",
     "SettingsError": "errors",
     "ShardedPicks": "sharding",
     "ShouldStop": "settings",
     "TrainResult": "training.outputs",
     "TrainSettings": "settings",
-    "atomic_path": "fsio",
-    "atomic_paths": "fsio",
-    "check_output_dir": "fsio",
-    "check_output_file": "fsio",
+    "atomic_path": "io.fsio",
+    "atomic_paths": "io.fsio",
+    "check_output_dir": "io.fsio",
+    "check_output_file": "io.fsio",
     "click_option": "click_render",
     "click_options": "click_render",
-    "evaluate": "evaluation",
+    "evaluate": "pick.evaluation",
     "extract": "api",
     "extract_iter": "api",
     "first_line": "errors",
     "format_threshold_table": "api",
-    "generate_demo_data": "synthetic",
-    "load_model": "model_io",
-    "match_micrograph_names": "coordinates",
+    "generate_demo_data": "demo.synthetic",
+    "load_model": "network.model_io",
+    "match_micrograph_names": "io.coordinates",
     "micrograph_stem": "settings",
     "parameter": "parameters",
     "parameters_for": "parameters",
@@ -61,18 +61,18 @@ _SOURCES: dict[str, str] = {
     "plot_score_histogram": "reports",
     "plot_threshold_table": "reports",
     "plot_training": "reports",
-    "rank_info": "distributed",
-    "read_coordinates": "coordinates",
-    "read_header": "micrograph",
-    "read_micrograph": "micrograph",
-    "read_micrograph_list": "micrograph_list",
+    "rank_info": "parallel.distributed",
+    "read_coordinates": "io.coordinates",
+    "read_header": "io.micrograph",
+    "read_micrograph": "io.micrograph",
+    "read_micrograph_list": "io.micrograph_list",
     "report_failure": "sharding",
     "settings_from": "parameters",
     "train": "api",
-    "write_atomic": "fsio",
-    "write_coordinate_star": "coordinates",
-    "write_coordinates": "coordinates",
-    "write_coordinates_per_micrograph": "coordinates",
+    "write_atomic": "io.fsio",
+    "write_coordinate_star": "io.coordinates",
+    "write_coordinates": "io.coordinates",
+    "write_coordinates_per_micrograph": "io.coordinates",
     "write_run_record": "run_record",
 }
 
@@ -157,14 +157,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .api import MODEL_FILE, extract, extract_iter, format_threshold_table, train  # noqa: F401
     from .click_render import click_option, click_options  # noqa: F401
-    from .coordinates import (  # noqa: F401
-        match_micrograph_names,
-        read_coordinates,
-        write_coordinate_star,
-        write_coordinates,
-        write_coordinates_per_micrograph,
-    )
-    from .distributed import Coordinator, RankInfo, rank_info  # noqa: F401
+    from .demo.synthetic import DemoData, generate_demo_data  # noqa: F401
     from .errors import (  # noqa: F401
         AbortRequested,
         InputError,
@@ -174,13 +167,21 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         SettingsError,
         first_line,
     )
-    from .evaluation import Evaluation, evaluate  # noqa: F401
-    from .fsio import atomic_path, atomic_paths, check_output_dir, check_output_file, write_atomic  # noqa: F401
-    from .micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
-    from .micrograph_list import read_micrograph_list  # noqa: F401
-    from .model_io import PickerModel, load_model  # noqa: F401
+    from .io.coordinates import (  # noqa: F401
+        match_micrograph_names,
+        read_coordinates,
+        write_coordinate_star,
+        write_coordinates,
+        write_coordinates_per_micrograph,
+    )
+    from .io.fsio import atomic_path, atomic_paths, check_output_dir, check_output_file, write_atomic  # noqa: F401
+    from .io.micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
+    from .io.micrograph_list import read_micrograph_list  # noqa: F401
+    from .io.picks import Picks  # noqa: F401
+    from .network.model_io import PickerModel, load_model  # noqa: F401
+    from .parallel.distributed import Coordinator, RankInfo, rank_info  # noqa: F401
     from .parameters import PARAMETERS, Parameter, parameter, parameters_for, settings_from  # noqa: F401
-    from .picks import Picks  # noqa: F401
+    from .pick.evaluation import Evaluation, evaluate  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
     from .run_record import write_run_record  # noqa: F401
     from .settings import (  # noqa: F401
@@ -193,5 +194,4 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         micrograph_stem,
     )
     from .sharding import ShardedPicks, pick_sharded, report_failure  # noqa: F401
-    from .synthetic import DemoData, generate_demo_data  # noqa: F401
     from .training.outputs import TrainResult  # noqa: F401

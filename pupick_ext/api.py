@@ -9,14 +9,14 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from .coordinates import match_micrograph_names
-from .device import resolve_device, tune_allocator
 from .errors import AbortRequested, InputError, SettingsError
-from .model_io import PickerModel, load_model
-from .nms import find_peaks
-from .picks import Picks
-from .preprocess import PreparedMicrograph, original_pixel_size, prepare_micrographs, prepare_one
-from .scoring import prepare_engine, score_batch
+from .io.coordinates import match_micrograph_names
+from .io.picks import Picks
+from .network.model_io import PickerModel, load_model
+from .parallel.device import resolve_device, tune_allocator
+from .pick.nms import find_peaks
+from .pick.scoring import prepare_engine, score_batch
+from .prep.preprocess import PreparedMicrograph, original_pixel_size, prepare_micrographs, prepare_one
 from .settings import (
     ExtractSettings,
     MicrographEntry,
@@ -59,7 +59,7 @@ def _check_pixel_sizes(entries: Sequence[MicrographEntry]) -> None:
 def _check_scale(entries: Sequence[MicrographEntry], settings: TrainSettings) -> None:
     """The particle diameter and the expected count make sense for these micrographs (checked before
     anything is computed, so the message names the setting, not a symptom of it)."""
-    from .micrograph import read_header
+    from .io.micrograph import read_header
 
     for entry in entries[:1]:
         (ny, nx), _ = read_header(entry.path)

@@ -12,10 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .downsample import downsample  # noqa: E402
-from .fsio import atomic_path  # noqa: E402
-from .micrograph import read_micrograph  # noqa: E402
-from .picks import Picks  # noqa: E402
+from .io.fsio import atomic_path  # noqa: E402
+from .io.micrograph import read_micrograph  # noqa: E402
+from .io.picks import Picks  # noqa: E402
+from .prep.downsample import downsample  # noqa: E402
 from .training.thresholds import threshold_columns  # noqa: E402
 
 #: longest side of the micrograph shown in a picks picture

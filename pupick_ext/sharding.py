@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .distributed import Coordinator, RankInfo, gather_picks
 from .errors import first_line
-from .picks import Picks
+from .io.picks import Picks
+from .parallel.distributed import Coordinator, RankInfo, gather_picks
 from .settings import ShouldStop
 
 T = TypeVar("T")

@@ -16,9 +16,9 @@ import shutil
 from pathlib import Path
 
 from ..api import train
-from ..picks import Picks
+from ..demo.synthetic import PARTICLE_DIAMETER, generate_demo_data
+from ..io.picks import Picks
 from ..settings import PreprocessSettings, TrainSettings
-from ..synthetic import PARTICLE_DIAMETER, generate_demo_data
 from . import pretrained_path
 
 log = logging.getLogger(__name__)

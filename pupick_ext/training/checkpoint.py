@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError
-from ..fsio import atomic_path
+from ..io.fsio import atomic_path
 from ..settings import PreprocessSettings, TrainSettings
 from .collectives import all_gather
 from .state import TrainState

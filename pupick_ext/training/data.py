@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import InputError
-from ..picks import Picks
-from ..preprocess import PreparedMicrograph
-from ..sampling import IGNORE, TrainingImage, label_mask, positive_fraction_pi
+from ..io.picks import Picks
+from ..prep.preprocess import PreparedMicrograph
 from ..settings import TrainSettings
+from .sampling import IGNORE, TrainingImage, label_mask, positive_fraction_pi
 
 log = logging.getLogger(__name__)
 

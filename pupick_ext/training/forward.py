@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..models import PickerNet
+from ..network.models import PickerNet
 
 #: (batch, row, column) index tensors of the output locations the autoencoder reconstructs
 AEIndex = tuple[torch.Tensor, torch.Tensor, torch.Tensor]

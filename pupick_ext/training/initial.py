@@ -32,7 +32,7 @@ def load_initial_weights(net: nn.Module, init: str) -> None:
     The architecture and width must match; a decoder (autoencoder) is never taken over,
     since it is trained afresh when asked for.
     """
-    from ..model_io import load_model
+    from ..network.model_io import load_model
     from ..pretrained import PRETRAINED, pretrained_path
 
     path = pretrained_path(init) or Path(init)

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..fsio import write_atomic
-from ..model_io import PickerModel
+from ..io.fsio import write_atomic
+from ..network.model_io import PickerModel
 from .thresholds import ThresholdRow, write_threshold_table
 
 log = logging.getLogger(__name__)

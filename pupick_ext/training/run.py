@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..model_io import PickerModel
-from ..picks import Picks
-from ..preprocess import PreparedMicrograph
+from ..io.picks import Picks
+from ..network.model_io import PickerModel
+from ..prep.preprocess import PreparedMicrograph
 from ..settings import PreprocessSettings, Progress, ShouldStop, TrainSettings
 from .collectives import barrier
 from .loop import fit

@@ -13,17 +13,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..device import resolve_device, set_threads
-from ..models import PickerNet, build_model
-from ..objectives import Objective, default_autoencoder_weight, make_objective
-from ..picks import Picks
-from ..preprocess import PreparedMicrograph
-from ..sampling import PatchSampler
+from ..io.picks import Picks
+from ..network.models import PickerNet, build_model
+from ..network.objectives import Objective, default_autoencoder_weight, make_objective
+from ..parallel.device import resolve_device, set_threads
+from ..prep.preprocess import PreparedMicrograph
 from ..settings import PreprocessSettings, TrainSettings
 from .collectives import rank_and_world
 from .data import TrainData, prepare_data, training_images
 from .forward import TrainForward
 from .initial import load_initial_weights, resolve_init
+from .sampling import PatchSampler
 
 
 @dataclass

@@ -7,10 +7,10 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ..device import autocast
-from ..objectives import VARIANCE_FLOOR, GEBinomialObjective, Objective, binomial_log_pmf
-from ..sampling import POSITIVE, UNLABELED
+from ..network.objectives import VARIANCE_FLOOR, GEBinomialObjective, Objective, binomial_log_pmf
+from ..parallel.device import autocast
 from .forward import AEIndex
+from .sampling import POSITIVE, UNLABELED
 from .state import TrainState
 
 #: unlabeled pixels per GE-binomial count: the count distribution is evaluated on groups

@@ -14,9 +14,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..evaluation import evaluate as evaluate_picks
-from ..fsio import write_atomic
-from ..picks import Picks
+from ..io.fsio import write_atomic
+from ..io.picks import Picks
+from ..pick.evaluation import evaluate as evaluate_picks
 
 #: thresholds (logit scale) tabulated after training
 THRESHOLD_GRID = tuple(float(t) for t in np.arange(-8.0, 8.01, 0.5))

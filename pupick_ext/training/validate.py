@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from ..evaluation import evaluate as evaluate_picks
-from ..nms import find_peaks
-from ..picks import Picks
-from ..scoring import score_batch
+from ..io.picks import Picks
+from ..pick.evaluation import evaluate as evaluate_picks
+from ..pick.nms import find_peaks
+from ..pick.scoring import score_batch
 from ..settings import ExtractSettings
 from .collectives import broadcast
 from .state import TrainState

@@ -234,7 +234,7 @@ def _bad_micrographs(project: Path, good: Path) -> None:
 
 def _binned_copy(good: Path, target: Path) -> None:
     """The same micrograph at twice the pixel size (Fourier-cropped to half the size)."""
-    from pupick_ext.downsample import fourier_crop
+    from pupick_ext.prep.downsample import fourier_crop
 
     with mrcfile.open(good) as mrc:
         pixels = np.array(mrc.data, dtype=np.float32)
@@ -248,7 +248,7 @@ def _models(project: Path) -> None:
     import torch
 
     from pupick_ext import PickerModel
-    from pupick_ext.models import build_model
+    from pupick_ext.network.models import build_model
 
     models = project / "models"
     models.mkdir(parents=True, exist_ok=True)

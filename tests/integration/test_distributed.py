@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from pupick_ext import PickerModel
-from pupick_ext.models import build_model
+from pupick_ext.network.models import build_model
 
 pytestmark = pytest.mark.slow
 

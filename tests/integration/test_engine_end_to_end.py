@@ -25,9 +25,9 @@ from pupick_ext import (
     read_coordinates,
     write_coordinates,
 )
-from pupick_ext.baseline import dog_extract
 from pupick_ext.cli import main
-from pupick_ext.demo import labelled_subset
+from pupick_ext.demo.demo import labelled_subset
+from pupick_ext.pick.baseline import dog_extract
 
 pytestmark = pytest.mark.slow
 
@@ -143,7 +143,7 @@ def test_model_trained_at_another_pixel_size_rescales_micrographs(trained: dict,
     import mrcfile
 
     from pupick_ext import MicrographEntry
-    from pupick_ext.downsample import fourier_pad
+    from pupick_ext.prep.downsample import fourier_pad
 
     mic = trained["test_mics"][0]
     with mrcfile.open(mic.path) as f:

@@ -527,7 +527,7 @@ def _model_bytes(info_overrides: dict | None = None, weights: str = "", **payloa
 
     import torch
 
-    from pupick_ext.models import build_model
+    from pupick_ext.network.models import build_model
 
     torch.manual_seed(0)
     info = {

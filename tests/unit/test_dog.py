@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from pupick_ext.dog import dog_pick, dog_score_map, dog_sigmas
-from pupick_ext.nms import find_peaks
+from pupick_ext.pick.dog import dog_pick, dog_score_map, dog_sigmas
+from pupick_ext.pick.nms import find_peaks
 
 
 def planted(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pupick_ext.downsample import downsample, fourier_crop, fourier_pad, working_shape
+from pupick_ext.prep.downsample import downsample, fourier_crop, fourier_pad, working_shape
 
 
 def cosines(

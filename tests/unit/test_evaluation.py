@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pupick_ext import evaluation
-from pupick_ext.evaluation import PRCurve, evaluate
-from pupick_ext.picks import Picks
+from pupick_ext.io.picks import Picks
+from pupick_ext.pick import evaluation
+from pupick_ext.pick.evaluation import PRCurve, evaluate
 
 
 def picks(rows: list[tuple[str, float, float, float]]) -> Picks:

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from pupick_ext.errors import SettingsError
-from pupick_ext.models import ARCHITECTURES, PickerNet, build_model, input_crops, macs_per_pixel, score_map
+from pupick_ext.network.models import (
+    ARCHITECTURES,
+    PickerNet,
+    build_model,
+    input_crops,
+    macs_per_pixel,
+    score_map,
+)
 
 torch.set_num_threads(1)
 

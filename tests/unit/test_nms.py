@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pupick_ext.nms import find_peaks, find_peaks_batch
+from pupick_ext.pick.nms import find_peaks, find_peaks_batch
 
 torch.set_num_threads(1)
 

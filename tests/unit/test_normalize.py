@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from pupick_ext.normalize import (
+from pupick_ext.prep.normalize import (
     GMMParams,
     fit_gain,
     fit_gmm,
@@ -18,7 +18,7 @@ from pupick_ext.normalize import (
     robust_standardize,
     standardize,
 )
-from pupick_ext.preprocess import fit_normalization, normalize_image
+from pupick_ext.prep.preprocess import fit_normalization, normalize_image
 
 MU = np.array([2.0, 5.0])
 SIGMA = np.array([0.5, 1.0])

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pupick_ext.errors import SettingsError
-from pupick_ext.objectives import (
+from pupick_ext.network.objectives import (
     OBJECTIVES,
     autoencoder_loss,
     binomial_log_pmf,
@@ -151,7 +151,7 @@ def test_nnpu_non_negative_correction() -> None:
 
 
 def test_nnpu_beta_gamma() -> None:
-    from pupick_ext.objectives import NNPUObjective
+    from pupick_ext.network.objectives import NNPUObjective
 
     zp, zu = _t([6.0, 5.0], grad=True), _t([-5.0, -6.0, -4.0], grad=True)
     loss = NNPUObjective(0.5, gamma=2.0)(zp, zu)

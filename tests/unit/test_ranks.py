@@ -1,4 +1,4 @@
-"""Ranks from launcher environments, shards, and file coordination (pupick_ext.distributed)."""
+"""Ranks from launcher environments, shards, and file coordination (pupick_ext.parallel.distributed)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 import pytest
 
 from pupick_ext import Coordinator, RankInfo, rank_info
-from pupick_ext.distributed import default_threads, gather_picks
 from pupick_ext.errors import AbortRequested, PupickError, SettingsError
-from pupick_ext.picks import Picks
+from pupick_ext.io.picks import Picks
+from pupick_ext.parallel.distributed import default_threads, gather_picks
 
 
 @pytest.mark.parametrize("env, expected", [

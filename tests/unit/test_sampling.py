@@ -5,8 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pupick_ext.sampling import IGNORE, POSITIVE, UNLABELED, PatchSampler, TrainingImage, dihedral, label_mask
 from pupick_ext.training.data import holdout_strips
+from pupick_ext.training.sampling import (
+    IGNORE,
+    POSITIVE,
+    UNLABELED,
+    PatchSampler,
+    TrainingImage,
+    dihedral,
+    label_mask,
+)
 
 RF, OUT = 7, 6
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from pupick_ext import scoring
-from pupick_ext.models import ARCHITECTURES, PickerNet, build_model, score_map
-from pupick_ext.nms import find_peaks
-from pupick_ext.scoring import InferenceNet, prepare_engine, score_batch, score_image
+from pupick_ext.network.models import ARCHITECTURES, PickerNet, build_model, score_map
+from pupick_ext.pick import scoring
+from pupick_ext.pick.nms import find_peaks
+from pupick_ext.pick.scoring import InferenceNet, prepare_engine, score_batch, score_image
 
 CPU = torch.device("cpu")
 
@@ -247,7 +247,7 @@ def test_stopping_early_leaves_no_reader_behind(tmp_path, mrc_tools) -> None:
 @pytest.mark.parametrize("symmetries, transforms", [(4, [1, 2, 3]), (8, [1, 2, 3, 4, 5, 6, 7])])
 def test_symmetrized_scores_turn_with_the_micrograph(symmetries: int, transforms: list[int]) -> None:
     """Averaged over the turns (and mirrors), a turned micrograph's score map is the turned map."""
-    from pupick_ext.sampling import dihedral
+    from pupick_ext.training.sampling import dihedral
 
     model = _model(width=4).eval()
     image = _images([(90, 74)])[0]

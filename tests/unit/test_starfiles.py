@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import starfile
 
-from pupick_ext.starfiles import read_star, write_star
+from pupick_ext.io.starfiles import read_star, write_star
 
 
 def _blocks() -> dict[str, pd.DataFrame]:
@@ -58,7 +58,7 @@ def test_unknown_layout_is_refused(tmp_path: Path) -> None:
 
 
 def test_demo_star_files_are_byte_identical_for_the_same_seed(tmp_path: Path) -> None:
-    from pupick_ext.synthetic import generate_demo_data
+    from pupick_ext.demo.synthetic import generate_demo_data
 
     runs = [generate_demo_data(tmp_path / run, n_micrographs=1, preset="easy", seed=3, shape=(228, 228))
             for run in ("a", "b")]

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import starfile
 
-from pupick_ext.errors import SettingsError
-from pupick_ext.synthetic import (
+from pupick_ext.demo.synthetic import (
     PRESETS,
     DemoData,
     _micrograph_rng,
     _synthesize,
     generate_demo_data,
 )
+from pupick_ext.errors import SettingsError
 
 SHAPE = (384, 384)
 RADIUS = 50.0  # 150 A at 1.5 A/px
@@ -175,7 +175,7 @@ def test_bad_arguments_raise_settings_error(tmp_path, kwargs) -> None:
 
 
 def test_another_particle_seed_gives_another_particle_of_the_same_size(tmp_path) -> None:
-    from pupick_ext.synthetic import PARTICLE_SEED, _particle_model
+    from pupick_ext.demo.synthetic import PARTICLE_SEED, _particle_model
 
     default, other = _particle_model(PARTICLE_SEED), _particle_model(7)
     assert default[0].shape != other[0].shape or not np.allclose(default[0], other[0])

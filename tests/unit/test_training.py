@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from pupick_ext.errors import AbortRequested, SettingsError
-from pupick_ext.models import build_model
-from pupick_ext.objectives import make_objective
-from pupick_ext.picks import Picks
-from pupick_ext.preprocess import PreparedMicrograph
-from pupick_ext.sampling import IGNORE
+from pupick_ext.io.picks import Picks
+from pupick_ext.network.models import build_model
+from pupick_ext.network.objectives import make_objective
+from pupick_ext.prep.preprocess import PreparedMicrograph
 from pupick_ext.settings import PreprocessSettings, TrainSettings
 from pupick_ext.training.forward import TrainForward
 from pupick_ext.training.loop import fit
+from pupick_ext.training.sampling import IGNORE
 from pupick_ext.training.state import build_state
 from pupick_ext.training.step import GE_GROUP, ge_binomial_grouped, train_step
 from pupick_ext.training.thresholds import pu_f1, recommend_threshold
@@ -187,7 +187,7 @@ def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
 
 def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
     from pupick_ext.errors import InputError
-    from pupick_ext.model_io import PickerModel
+    from pupick_ext.network.model_io import PickerModel
     from pupick_ext.training.initial import load_initial_weights, resolve_init
 
     prepared, labels = _prepared()
@@ -207,7 +207,7 @@ def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(
 
 
 def test_the_shipped_general_model_loads_and_fits_the_default_network() -> None:
-    from pupick_ext.model_io import load_model
+    from pupick_ext.network.model_io import load_model
     from pupick_ext.pretrained import GENERAL_ARCHITECTURE, pretrained_path
     from pupick_ext.training.initial import resolve_init
 

@@ -19,7 +19,7 @@ import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from .errors import OutputError, PupickError
+from ..errors import OutputError, PupickError
 
 #: reads a finished temporary file back; raises (any exception) if it is not whole
 Verify = Callable[[Path], object]

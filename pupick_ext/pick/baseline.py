@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+from ..io.picks import Picks
+from ..prep.preprocess import prepare_one
+from ..settings import ExtractSettings, MicrographEntry, PreprocessSettings
 from .dog import dog_pick
-from .picks import Picks
-from .preprocess import prepare_one
-from .settings import ExtractSettings, MicrographEntry, PreprocessSettings
 
 
 def dog_extract(micrographs: Sequence[MicrographEntry], particle_diameter: float,

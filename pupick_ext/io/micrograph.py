@@ -16,7 +16,7 @@ import numpy as np
 from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.utils import byte_order_from_machine_stamp
 
-from .errors import InputError
+from ..errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -51,8 +51,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .errors import AbortRequested, PupickError, SettingsError
-from .fsio import atomic_path, write_atomic
+from ..errors import AbortRequested, PupickError, SettingsError
+from ..io.fsio import atomic_path, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ def gather_picks(coordinator: Coordinator, name: str, picks: Any, n_micrographs:
     """
     import numpy as np
 
-    from .picks import Picks
+    from ..io.picks import Picks
 
     part: Path | None = None
     if combine and coordinator.transport == "files" and not coordinator.info.is_main:

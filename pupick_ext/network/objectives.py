@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 __all__ = [
     "OBJECTIVES",

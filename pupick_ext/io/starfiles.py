@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from .errors import InputError
+from ..errors import InputError
 from .fsio import atomic_path
 
 #: First line of every STAR file pupick writes (as RELION 3.1+ writes it; no time stamp)

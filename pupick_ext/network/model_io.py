@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from . import __version__
-from .errors import ModelError
-from .fsio import atomic_path
+from .. import __version__
+from ..errors import ModelError
+from ..io.fsio import atomic_path
+from ..prep.normalize import GMMParams
 from .models import ARCHITECTURES, PickerNet, build_model
-from .normalize import GMMParams
 
 log = logging.getLogger(__name__)
 

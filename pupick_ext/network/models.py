@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 __all__ = [
     "ARCHITECTURES",

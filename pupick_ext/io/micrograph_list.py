@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError
-from .settings import MicrographEntry, micrograph_stem
+from ..errors import InputError
+from ..settings import MicrographEntry, micrograph_stem
 from .starfiles import find_table, read_star
 
 log = logging.getLogger(__name__)

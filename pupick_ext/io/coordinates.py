@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import InputError, PupickError, SettingsError
+from ..errors import InputError, PupickError, SettingsError
+from ..settings import MicrographEntry, micrograph_stem
 from .fsio import write_atomic
 from .picks import Picks
-from .settings import MicrographEntry, micrograph_stem
 from .starfiles import find_table, read_star, write_star
 
 log = logging.getLogger(__name__)

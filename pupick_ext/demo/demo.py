@@ -9,16 +9,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import extract, train
-from .baseline import dog_extract
-from .coordinates import write_coordinates
-from .device import set_threads
-from .evaluation import evaluate
-from .fsio import write_atomic
-from .picks import Picks
-from .progress import ProgressReporter
-from .reports import plot_picks, plot_pr_curve, plot_threshold_table, plot_training
-from .settings import ExtractSettings, PreprocessSettings, TrainSettings
+from ..api import extract, train
+from ..io.coordinates import write_coordinates
+from ..io.fsio import write_atomic
+from ..io.picks import Picks
+from ..parallel.device import set_threads
+from ..pick.baseline import dog_extract
+from ..pick.evaluation import evaluate
+from ..progress import ProgressReporter
+from ..reports import plot_picks, plot_pr_curve, plot_threshold_table, plot_training
+from ..settings import ExtractSettings, PreprocessSettings, TrainSettings
 from .synthetic import generate_demo_data
 
 log = logging.getLogger(__name__)

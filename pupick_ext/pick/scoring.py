@@ -14,7 +14,7 @@ call to :func:`score_batch` (or once per extraction run and passed in):
 bit-identical logits whatever the number of threads, the batch it is scored in, and the
 tile size (tiles read an overlap of the receptive-field radius; the convolutions are
 valid, so tiling changes no value). That is what makes one process and N processes
-(``pupick_ext.distributed``) write byte-identical coordinate files. Against the plain
+(``pupick_ext.parallel.distributed``) write byte-identical coordinate files. Against the plain
 ``PickerNet`` forward (unfused, NCHW) logits differ only by float rounding, ~1e-6
 (tests hold them to 1e-4), which moves no pick on the test data.
 
@@ -38,8 +38,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .device import autocast
-from .models import PickerNet, _ResidualBlock, score_map
+from ..network.models import PickerNet, _ResidualBlock, score_map
+from ..parallel.device import autocast
 
 __all__ = ["InferenceNet", "score_batch", "score_image"]
 

@@ -14,7 +14,7 @@ Gaussians are applied as products in Fourier space (numpy.fft, real FFT). The im
 reflect-padded by 3 * sigma2 first, so the FFT's periodic wrap-around does not put a
 false edge at the borders. The map is standardised (median 0, unit robust spread) so that
 thresholds are comparable across micrographs. Picks then come from
-:func:`pupick_ext.nms.find_peaks` (see :func:`dog_pick`).
+:func:`pupick_ext.pick.nms.find_peaks` (see :func:`dog_pick`).
 """
 
 from __future__ import annotations

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
+from ..io.fsio import atomic_path
+from ..io.micrograph import read_header, read_micrograph, validate_pixels
+from ..settings import MicrographEntry, PreprocessSettings, Progress
 from .downsample import downsample
-from .errors import InputError
-from .fsio import atomic_path
-from .micrograph import read_header, read_micrograph, validate_pixels
 from .normalize import (
     GMMParams,
     fit_gain,
@@ -24,7 +25,6 @@ from .normalize import (
     sample_pixels,
     standardize,
 )
-from .settings import MicrographEntry, PreprocessSettings, Progress
 
 log = logging.getLogger(__name__)
 

@@ -24,8 +24,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .fsio import write_atomic
-from .picks import Picks
+from ..io.fsio import write_atomic
+from ..io.picks import Picks
 
 __all__ = ["Evaluation", "PRCurve", "evaluate", "match_picks"]
 

@@ -33,9 +33,9 @@ import mrcfile
 import numpy as np
 import pandas as pd
 
-from .errors import SettingsError
-from .picks import Picks
-from .settings import MicrographEntry
+from ..errors import SettingsError
+from ..io.picks import Picks
+from ..settings import MicrographEntry
 
 __all__ = ["PRESETS", "DemoData", "Difficulty", "generate_demo_data"]
 
@@ -531,7 +531,7 @@ def _micrograph_rng(seed: int, index: int) -> np.random.Generator:
 # fsynced, checked and renamed into place, so an interrupted run leaves no torn file.
 def _write_mrc(path: Path, data: np.ndarray) -> None:
     """A float32 (mode 2) MRC with the pixel size in the header, written atomically."""
-    from .fsio import atomic_path
+    from ..io.fsio import atomic_path
 
     image = np.ascontiguousarray(data, dtype=np.float32)
 
@@ -562,8 +562,8 @@ def generate_demo_data(outdir: str | Path, n_micrographs: int = 12, preset: str 
     if min(shape) < 2 * PARTICLE_DIAMETER / PIXEL_SIZE + 28:
         raise SettingsError(f"demo micrographs must be at least "
                             f"{int(2 * PARTICLE_DIAMETER / PIXEL_SIZE + 28)} pixels on a side")
-    from .fsio import write_atomic
-    from .starfiles import write_star
+    from ..io.fsio import write_atomic
+    from ..io.starfiles import write_star
 
     difficulty = PRESETS[preset]
     outdir = Path(outdir).resolve()

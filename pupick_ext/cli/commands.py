@@ -21,11 +21,11 @@ from typing import Any
 
 import click
 
-from . import __version__
-from .click_render import FiniteFloat, click_option, click_options
-from .errors import PupickError, SettingsError
-from .parameters import parameters_for, settings_from
-from .settings import ExtractSettings, PreprocessSettings, TrainSettings
+from .. import __version__
+from ..click_render import FiniteFloat, click_option, click_options
+from ..errors import PupickError, SettingsError
+from ..parameters import parameters_for, settings_from
+from ..settings import ExtractSettings, PreprocessSettings, TrainSettings
 
 log = logging.getLogger("pupick")
 
@@ -126,20 +126,21 @@ threads_option = click_option("threads")
 
 
 def _entries(sources: tuple[Path, ...]):
-    from .micrograph_list import read_micrograph_list
+    from ..io.micrograph_list import read_micrograph_list
 
     return read_micrograph_list(list(sources) if len(sources) > 1 else sources[0])
 
 
 def _reporter(label: str):
-    from .progress import ProgressReporter
+    from ..progress import ProgressReporter
 
     return ProgressReporter(label)
 
 
 def _rank_setup(device: str, threads: int):
-    """Rank, device and threads of this process (torchrun, srun, mpirun: see pupick_ext.distributed)."""
-    from .distributed import default_threads, rank_device, rank_info
+    """Rank, device and threads of this process (torchrun, srun, mpirun: see
+    pupick_ext.parallel.distributed)."""
+    from ..parallel.distributed import default_threads, rank_device, rank_info
 
     ranks = rank_info()
     if ranks.active:
@@ -154,7 +155,7 @@ def _rank_setup(device: str, threads: int):
 
 def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
     """``<command>_run.json`` beside the outputs: version, command line and every option's value."""
-    from .run_record import write_run_record
+    from ..run_record import write_run_record
 
     write_run_record(outdir / f"{command}_run.json",
                      {"version": __version__, "command": command, "argv": sys.argv, "params": params})
@@ -177,9 +178,9 @@ def preprocess(micrographs: tuple[Path, ...], output: Path, particle_diameter: f
     """
     import mrcfile
 
-    from .fsio import atomic_path, check_output_dir
-    from .micrograph import read_header
-    from .preprocess import prepare_micrographs
+    from ..io.fsio import atomic_path, check_output_dir
+    from ..io.micrograph import read_header
+    from ..prep.preprocess import prepare_micrographs
 
     check_output_dir(output)
     entries = _entries(micrographs)
@@ -222,8 +223,8 @@ def convert(source, destination, from_fmt, to_fmt, scale, box_size, suffix, thre
     \b
     Example: pupick convert picks.txt star_dir/ --to star --suffix _pupick
     """
-    from .coordinates import read_coordinates, write_coordinates, write_coordinates_per_micrograph
-    from .fsio import check_output_dir, check_output_file
+    from ..io.coordinates import read_coordinates, write_coordinates, write_coordinates_per_micrograph
+    from ..io.fsio import check_output_dir, check_output_file
 
     per_micrograph = str(destination).endswith("/") or destination.is_dir() or not destination.suffix
     if per_micrograph:
@@ -270,16 +271,16 @@ def train(micrographs: tuple[Path, ...], labels: Path, output: Path, **options: 
     \b
     Example: pupick train -m micrographs_ctf.star -l manualpick/ -d 150 -n 80 -o model/
     """
-    from .api import train as run_train
-    from .coordinates import match_micrograph_names, read_coordinates
-    from .errors import InputError
-    from .fsio import check_output_dir
-    from .reports import plot_threshold_table, plot_training
-    from .signals import stop_on_signals
+    from ..api import train as run_train
+    from ..errors import InputError
+    from ..io.coordinates import match_micrograph_names, read_coordinates
+    from ..io.fsio import check_output_dir
+    from ..parallel.signals import stop_on_signals
+    from ..reports import plot_threshold_table, plot_training
 
     ranks, device, threads = _rank_setup(options["device"], options["threads"])
     if ranks.active:
-        from .distributed import init_process_group
+        from ..parallel.distributed import init_process_group
 
         if not init_process_group(ranks, device):
             raise SettingsError(f"{ranks.describe()}: training on several processes needs a rendezvous "
@@ -358,13 +359,13 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     \b
     Example: pupick extract -m micrographs_ctf.star --model model/model.pupick -o picks.star
     """
-    from .coordinates import write_coordinates, write_coordinates_per_micrograph
-    from .device import set_threads
-    from .fsio import check_output_dir, check_output_file
-    from .picks import Picks
-    from .settings import MicrographEntry
-    from .sharding import pick_sharded
-    from .signals import stop_on_signals
+    from ..io.coordinates import write_coordinates, write_coordinates_per_micrograph
+    from ..io.fsio import check_output_dir, check_output_file
+    from ..io.picks import Picks
+    from ..parallel.device import set_threads
+    from ..parallel.signals import stop_on_signals
+    from ..settings import MicrographEntry
+    from ..sharding import pick_sharded
 
     ranks, device, threads = _rank_setup(options["device"], options["threads"])
     set_threads(threads)
@@ -379,11 +380,11 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     fmt = fmt or ("star" if per_micrograph else None)
     coordinator = None
     if ranks.active:
-        from .distributed import Coordinator
+        from ..parallel.distributed import Coordinator
 
         coordinator = Coordinator(ranks, output if per_micrograph else output.parent)
     if method == "dog":
-        from .baseline import dog_extract
+        from ..pick.baseline import dog_extract
 
         if particle_diameter is None:
             raise SettingsError("--method dog needs --particle-diameter")
@@ -415,7 +416,7 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
             if method == "dog":
                 assert particle_diameter is not None
                 return ((e, dog_extract([e], particle_diameter, pre, settings)) for e in todo)
-            from .api import extract_iter
+            from ..api import extract_iter
 
             assert model_path is not None
             return extract_iter(model_path, todo, settings, override, progress=_reporter("extract"),
@@ -446,7 +447,7 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
 def _warn_if_all_empty(output: Path, files: list[Path]) -> None:
     """Skipping finished micrographs is right for a resumed run, wrong after a run that picked
     nothing (e.g. a threshold too high): say so, so the re-run is never silently a no-op."""
-    from .coordinates import read_coordinates
+    from ..io.coordinates import read_coordinates
 
     empty = 0
     for path in files:
@@ -482,16 +483,16 @@ def evaluate(picks_path, reference, radius, particle_diameter, pixel_size, thres
     \b
     Example: pupick evaluate -p picks.txt -r truth.txt -d 150 --pixel-size 1.5 -o eval/
     """
-    from .coordinates import read_coordinates
-    from .evaluation import evaluate as run_evaluate
-    from .reports import plot_pr_curve
+    from ..io.coordinates import read_coordinates
+    from ..pick.evaluation import evaluate as run_evaluate
+    from ..reports import plot_pr_curve
 
     if radius is None:
         if particle_diameter is None or pixel_size is None:
             raise SettingsError("give --radius, or --particle-diameter and --pixel-size")
         radius = particle_diameter / 2 / pixel_size
     if output is not None:
-        from .fsio import check_output_dir
+        from ..io.fsio import check_output_dir
 
         check_output_dir(output)
     picks = read_coordinates(picks_path)
@@ -525,7 +526,7 @@ def demo(output, preset, quick, seed, device, threads):
     Writes PNG pictures (picks over a micrograph, precision-recall curves of pupick and a
     difference-of-Gaussians baseline, training curve, threshold table) and prints the AP.
     """
-    from .demo import run_demo
+    from ..demo.demo import run_demo
 
     summary = run_demo(output, preset=preset, quick=quick, seed=seed, device=device, threads=threads)
     click.echo(summary)

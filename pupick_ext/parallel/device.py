@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from .errors import SettingsError
+from ..errors import SettingsError
 
 log = logging.getLogger(__name__)
 
