@@ -34,7 +34,7 @@ _SOURCES: dict[str, str] = {
     "PupickError": "errors",
     "RankInfo": "parallel.distributed",
     "SettingsError": "errors",
-    "ShardedPicks": "sharding",
+    "ShardedPicks": "parallel.sharding",
     "ShouldStop": "settings",
     "TrainResult": "training.outputs",
     "TrainSettings": "settings",
@@ -55,7 +55,7 @@ _SOURCES: dict[str, str] = {
     "micrograph_stem": "settings",
     "parameter": "parameters",
     "parameters_for": "parameters",
-    "pick_sharded": "sharding",
+    "pick_sharded": "parallel.sharding",
     "plot_picks": "reports",
     "plot_pr_curve": "reports",
     "plot_score_histogram": "reports",
@@ -66,14 +66,14 @@ _SOURCES: dict[str, str] = {
     "read_header": "io.micrograph",
     "read_micrograph": "io.micrograph",
     "read_micrograph_list": "io.micrograph_list",
-    "report_failure": "sharding",
+    "report_failure": "parallel.sharding",
     "settings_from": "parameters",
     "train": "api",
     "write_atomic": "io.fsio",
     "write_coordinate_star": "io.coordinates",
     "write_coordinates": "io.coordinates",
     "write_coordinates_per_micrograph": "io.coordinates",
-    "write_run_record": "run_record",
+    "write_run_record": "io.run_record",
 }
 
 __all__ = [
@@ -178,12 +178,13 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
     from .io.micrograph import Micrograph, read_header, read_micrograph  # noqa: F401
     from .io.micrograph_list import read_micrograph_list  # noqa: F401
     from .io.picks import Picks  # noqa: F401
+    from .io.run_record import write_run_record  # noqa: F401
     from .network.model_io import PickerModel, load_model  # noqa: F401
     from .parallel.distributed import Coordinator, RankInfo, rank_info  # noqa: F401
+    from .parallel.sharding import ShardedPicks, pick_sharded, report_failure  # noqa: F401
     from .parameters import PARAMETERS, Parameter, parameter, parameters_for, settings_from  # noqa: F401
     from .pick.evaluation import Evaluation, evaluate  # noqa: F401
     from .reports import plot_picks, plot_pr_curve, plot_score_histogram, plot_threshold_table, plot_training  # noqa: F401
-    from .run_record import write_run_record  # noqa: F401
     from .settings import (  # noqa: F401
         ExtractSettings,
         MicrographEntry,
@@ -193,5 +194,4 @@ if TYPE_CHECKING:  # what static type checkers see: the eager imports
         TrainSettings,
         micrograph_stem,
     )
-    from .sharding import ShardedPicks, pick_sharded, report_failure  # noqa: F401
     from .training.outputs import TrainResult  # noqa: F401

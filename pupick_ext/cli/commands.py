@@ -155,7 +155,7 @@ def _rank_setup(device: str, threads: int):
 
 def _save_run_record(outdir: Path, command: str, params: dict[str, Any]) -> None:
     """``<command>_run.json`` beside the outputs: version, command line and every option's value."""
-    from ..run_record import write_run_record
+    from ..io.run_record import write_run_record
 
     write_run_record(outdir / f"{command}_run.json",
                      {"version": __version__, "command": command, "argv": sys.argv, "params": params})
@@ -363,9 +363,9 @@ def extract(micrographs: tuple[Path, ...], model_path: Path | None, output: Path
     from ..io.fsio import check_output_dir, check_output_file
     from ..io.picks import Picks
     from ..parallel.device import set_threads
+    from ..parallel.sharding import pick_sharded
     from ..parallel.signals import stop_on_signals
     from ..settings import MicrographEntry
-    from ..sharding import pick_sharded
 
     ranks, device, threads = _rank_setup(options["device"], options["threads"])
     set_threads(threads)

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .errors import first_line
-from .io.picks import Picks
-from .parallel.distributed import Coordinator, RankInfo, gather_picks
-from .settings import ShouldStop
+from ..errors import first_line
+from ..io.picks import Picks
+from ..settings import ShouldStop
+from .distributed import Coordinator, RankInfo, gather_picks
 
 T = TypeVar("T")
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .io.fsio import write_atomic
+from .fsio import write_atomic
 
 log = logging.getLogger(__name__)
 
