@@ -230,7 +230,7 @@ def _executable() -> list[str]:
 @pytest.mark.slow
 def test_abort_during_training_subprocess(tmp_path: Path) -> None:
     """Abort as RELION does it, from outside, while the job trains: it stops within seconds."""
-    demo = make_project(tmp_path, 2)
+    demo = make_project(tmp_path, 2, seed=1)  # a particle on each micrograph: one trains, one is held out
     coords = manual_picks_31(tmp_path, demo)
     job = tmp_path / JOB
     job.mkdir(parents=True)
