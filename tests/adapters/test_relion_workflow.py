@@ -281,7 +281,7 @@ def test_train_from_particles(
 ) -> None:
     """Labels from a particles STAR (e.g. a selected 2D class), shifts added back."""
     monkeypatch.chdir(tmp_path)
-    demo = make_project(tmp_path, 2)
+    demo = make_project(tmp_path, 2, seed=1)  # a particle on each micrograph: one trains, one is held out
     truth = demo.truth
     shift = 4.5  # A; the stored coordinate is centre + shift/pixel size, as after re-centring
     parts = pd.DataFrame(
