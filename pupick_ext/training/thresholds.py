@@ -8,6 +8,7 @@ the table (reports, hosts) load nothing heavy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -47,12 +48,25 @@ def pu_f1(labelled_precision: float, recall: float, completeness: float) -> floa
     return 0.0 if precision + recall <= 0 else 2 * precision * recall / (precision + recall)
 
 
-def recommend_threshold(thresholds: Sequence[float], f1: Sequence[float]) -> float:
-    """The threshold of the best held-out (PU-corrected) F1; ties and a flat curve go to the lower one."""
+def recommend_threshold(thresholds: Sequence[float], f1: Sequence[float],
+                        counts: Sequence[float] | None = None, expected: float | None = None) -> float:
+    """The threshold of the best held-out (PU-corrected) F1.
+
+    With incomplete labels the corrected precision saturates at 1, so F1 is often flat over
+    a range of thresholds. Among such ties, ``counts`` (picks per micrograph at each
+    threshold) and ``expected`` (particles per micrograph) choose the threshold whose count
+    is nearest the expected one (by ratio). Without them, and among equal ratios, ties and a
+    flat curve go to the lower threshold.
+    """
     best = max(f1) if len(f1) else 0.0
     if best <= 0:
         return float(thresholds[0])
-    return float(min(t for t, f in zip(thresholds, f1, strict=True) if f >= best - 1e-9))
+    tied = [i for i, f in enumerate(f1) if f >= best - 1e-9]
+    if counts is not None and expected is not None and expected > 0:
+        def misfit(i: int) -> float:
+            return abs(math.log(counts[i] / expected)) if counts[i] > 0 else math.inf
+        tied = [i for i in tied if misfit(i) <= min(misfit(j) for j in tied) + 1e-12]
+    return float(min(thresholds[i] for i in tied))
 
 
 def tabulate(picks: Picks, reference: Picks, radius: float, per_micrograph: float,
@@ -72,7 +86,7 @@ def tabulate(picks: Picks, reference: Picks, radius: float, per_micrograph: floa
         recall = result.recall if result is not None else float("nan")
         rows.append((t, len(kept) * per_micrograph, float(recall)))
         f1.append(0.0 if result is None else pu_f1(result.precision, result.recall, completeness))
-    recommended = recommend_threshold([r[0] for r in rows], f1)
+    recommended = recommend_threshold([r[0] for r in rows], f1, [r[1] for r in rows], expected)
     return rows, float(recommended)
 
 

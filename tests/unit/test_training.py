@@ -185,6 +185,16 @@ def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
     assert recommend_threshold([-2.0, -1.0], [0.0, 0.0]) == -2.0
 
 
+def test_tied_thresholds_go_to_the_count_nearest_the_expected_one() -> None:
+    """Incomplete labels saturate the corrected precision: F1 ties, the expected count decides."""
+    thresholds, f1 = [-2.0, -1.0, 0.0, 1.0, 2.0], [0.5, 1.0, 1.0, 1.0, 0.6]
+    counts = [300.0, 120.0, 70.0, 45.0, 20.0]
+    assert recommend_threshold(thresholds, f1, counts, expected=60.0) == 0.0  # 70 is nearest 60
+    assert recommend_threshold(thresholds, f1, counts, expected=45.0) == 1.0
+    assert recommend_threshold(thresholds, f1, counts, expected=1000.0) == -1.0  # only among the ties
+    assert recommend_threshold(thresholds, f1) == -1.0  # no counts: the lowest of the ties
+
+
 def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
     from pupick_ext.errors import InputError
     from pupick_ext.network.model_io import PickerModel
