@@ -53,8 +53,11 @@ def run_demo(output: str | Path, preset: str = "medium", quick: bool = False, se
     log.info("demo: %d training micrographs with %d labelled particles, %d test micrographs",
              len(train_mics), len(labels), len(test_mics))
     epochs, steps = (2, 10) if quick else (DEMO_EPOCHS, DEMO_STEPS)
+    # the demo knows how many particles its micrographs hold, as a user who counted a few would
+    train_names = [m.name for m in train_mics]
+    expected = float(np.isin(data.truth.micrograph, train_names).sum()) / len(train_mics)
     settings = TrainSettings(particle_diameter=data.particle_diameter, epochs=epochs, steps_per_epoch=steps,
-                             seed=seed, device=device, patience=epochs)
+                             expected_particles=expected, seed=seed, device=device)
     result = train(train_mics, labels, PreprocessSettings(seed=seed), settings, output / "model",
                    progress=ProgressReporter("train"))
     extract_started = time.perf_counter()
