@@ -163,7 +163,7 @@ def test_messages_are_json_files(tmp_path) -> None:
     assert len(files) == 1 and json.loads(files[0].read_text()) == {"ok": True, "n": 3}
 
 
-# ------------------------------------------------------------ sharded extraction (pupick_ext.parallel.sharding)
+# --------------------------------------------------------- sharded extraction (pupick_ext.parallel.sharding)
 def _picker(names_seen: list):
     def pick(todo):
         for name in todo:
