@@ -77,7 +77,7 @@ def _check_scale(entries: Sequence[MicrographEntry], settings: TrainSettings) ->
                                 f"{nx}x{ny} micrograph at {psize:g} A/px; check --expected-particles")
         if expected is not None and expected > 0.5 * capacity:
             log.warning("expected particles %g per micrograph would cover more than half of a %dx%d "
-                        "micrograph; the positive fraction pi is capped at 0.5", expected, nx, ny)
+                        "micrograph; check --expected-particles and the diameter", expected, nx, ny)
 
 
 def train(micrographs: Sequence[MicrographEntry], labels: Picks, preprocess: PreprocessSettings,
