@@ -63,9 +63,9 @@ def recommend_threshold(thresholds: Sequence[float], f1: Sequence[float],
         return float(thresholds[0])
     tied = [i for i, f in enumerate(f1) if f >= best - 1e-9]
     if counts is not None and expected is not None and expected > 0:
-        def misfit(i: int) -> float:
-            return abs(math.log(counts[i] / expected)) if counts[i] > 0 else math.inf
-        tied = [i for i in tied if misfit(i) <= min(misfit(j) for j in tied) + 1e-12]
+        misfit = {i: abs(math.log(counts[i] / expected)) if counts[i] > 0 else math.inf for i in tied}
+        nearest = min(misfit.values())
+        tied = [i for i in tied if misfit[i] <= nearest + 1e-12]
     return float(min(thresholds[i] for i in tied))
 
 
