@@ -194,6 +194,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               ((_T, "keep"),), kind=str, choices=_s.KEEP_EPOCHS),
     Parameter("patience", "Early stopping patience in epochs (with --keep best).", ((_T, "patience"),),
               kind=int),
+    Parameter("refit", "After the held-out run has measured the threshold table, train again on every "
+              "labelled micrograph (hold-out included) and keep that network (with --keep last; twice the "
+              "training time).",
+              ((_T, "refit"),), kind=bool),
     # ---------------------------------------------------------------- picking
     Parameter("threshold", "Score threshold on the log-likelihood-ratio scale (logit): 0 = even odds, -3 "
               "keeps picks ~5% likely. Default: the threshold recommended at training.",

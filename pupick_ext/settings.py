@@ -138,6 +138,9 @@ class TrainSettings:
     ``autoencoder`` is gamma; None means 10/N for N <= 250 labelled particles, else 0.
     A step draws ``minibatch_size`` patches of ``patch_size`` x ``patch_size`` classifier
     outputs; ``positive_fraction`` of them are centred on labelled particles.
+    ``refit`` (with ``keep="last"`` and a hold-out): once the held-out run has measured the
+    thresholds, train again from the same start on every labelled micrograph and keep that
+    network, so no label is spent only on measuring (twice the training time).
     """
 
     particle_diameter: float
@@ -161,6 +164,7 @@ class TrainSettings:
     init: str | None = "auto"
     patience: int = 4
     keep: KeepEpoch = "last"
+    refit: bool = False
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0

@@ -25,9 +25,6 @@ from .state import TrainState
 
 log = logging.getLogger(__name__)
 
-#: the checkpoint's file name in the work directory
-CHECKPOINT_FILE = "checkpoint.pt"
-
 
 @dataclass
 class Best:
@@ -55,7 +52,7 @@ class Resumed:
 
 def checkpoint_path(state: TrainState) -> Path:
     """Where this run's checkpoint lives."""
-    return state.workdir / CHECKPOINT_FILE
+    return state.workdir / state.checkpoint_file
 
 
 def fingerprint(settings: TrainSettings, preprocess: PreprocessSettings, names: Sequence[str],

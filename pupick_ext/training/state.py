@@ -25,6 +25,11 @@ from .forward import TrainForward
 from .initial import load_initial_weights, resolve_init
 from .sampling import PatchSampler
 
+#: the checkpoint's file name in the work directory (the held-out run, or the only run)
+CHECKPOINT_FILE = "checkpoint.pt"
+#: the refit's checkpoint (a run on every labelled micrograph after the held-out run)
+REFIT_CHECKPOINT_FILE = "checkpoint_refit.pt"
+
 
 @dataclass
 class TrainState:
@@ -47,6 +52,8 @@ class TrainState:
     objective: Objective
     optimizer: torch.optim.Optimizer
     sampler: PatchSampler
+    #: this run's checkpoint file in ``workdir``
+    checkpoint_file: str = CHECKPOINT_FILE
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +62,8 @@ class TrainState:
 
 
 def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings: TrainSettings,
-                preprocess: PreprocessSettings, workdir: str | Path) -> TrainState:
+                preprocess: PreprocessSettings, workdir: str | Path,
+                checkpoint_file: str = CHECKPOINT_FILE) -> TrainState:
     """A fresh run: data split, seeded network (or pretrained start), optimizer and patch sampler."""
     device = resolve_device(settings.device)
     set_threads(settings.num_threads)
@@ -79,4 +87,4 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     sampler = PatchSampler(training_images(data, settings.training_radius), net.receptive_field,
                            settings.patch_size, seed=settings.seed + rank, augment=settings.augment)
     return TrainState(settings, preprocess, Path(workdir), device, rank, world_size, data, gamma, init, net,
-                      forward, objective, optimizer, sampler)
+                      forward, objective, optimizer, sampler, checkpoint_file)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from pupick_ext.prep.preprocess import PreparedMicrograph
 from pupick_ext.settings import PreprocessSettings, TrainSettings
 from pupick_ext.training.forward import TrainForward
 from pupick_ext.training.loop import fit
+from pupick_ext.training.run import train_model
 from pupick_ext.training.sampling import IGNORE
 from pupick_ext.training.state import build_state
 from pupick_ext.training.step import GE_GROUP, ge_binomial_grouped, train_step
@@ -249,3 +252,47 @@ def test_the_model_holds_the_kept_epoch(tmp_path, keep: str) -> None:
 def test_keep_must_be_last_or_best() -> None:
     with pytest.raises(SettingsError, match="epoch to keep"):
         _settings(keep="middle")
+
+
+def test_refit_keeps_a_network_trained_on_every_labelled_micrograph(tmp_path) -> None:
+    """The held-out run measures (history, thresholds); the refit on all micrographs is what is kept."""
+    prepared, labels = _prepared()
+    pre = PreprocessSettings(normalization="standard")
+    plain = train_model(prepared, labels, _settings(refit=False), pre, tmp_path / "plain")
+    refit = train_model(prepared, labels, _settings(refit=True), pre, tmp_path / "refit")
+    # the measuring run is the same run: same history and threshold table
+    assert [h["loss"] for h in refit.history] == [h["loss"] for h in plain.history]
+    assert refit.threshold_table == plain.threshold_table
+    assert refit.recommended_threshold == plain.recommended_threshold
+    assert refit.holdout == plain.holdout and len(plain.holdout) == 1
+    # the kept network is the refit's last epoch, trained on all three micrographs
+    final = torch.load(tmp_path / "refit" / "checkpoint_refit.pt", map_location="cpu", weights_only=False)
+    for name, value in refit.model.net.state_dict().items():
+        torch.testing.assert_close(value, final["net"][name])
+    differs = any(not torch.equal(a, b) for a, b in zip(refit.model.net.state_dict().values(),
+                                                         plain.model.net.state_dict().values(), strict=True))
+    assert differs
+    record = json.loads((tmp_path / "refit" / "train_settings.json").read_text())
+    assert record["refit"] and len(record["refit_history"]) == 2
+    assert sorted(record["model_micrographs"]) == ["m0", "m1", "m2"]
+    assert record["holdout_micrographs"] == plain.holdout
+    assert refit.model.info["train_settings"]["holdout_fraction"] == 0.34  # what was asked, not the refit's 0
+    assert not json.loads((tmp_path / "plain" / "train_settings.json").read_text())["refit"]
+
+
+@pytest.mark.parametrize("kw", [dict(keep="best"), dict(holdout_fraction=0.0)])
+def test_no_refit_without_a_hold_out_or_with_the_best_epoch_kept(tmp_path, kw) -> None:
+    prepared, labels = _prepared()
+    train_model(prepared, labels, _settings(refit=True, **kw), PreprocessSettings(normalization="standard"),
+                tmp_path)
+    assert not (tmp_path / "checkpoint_refit.pt").exists()
+    assert not json.loads((tmp_path / "train_settings.json").read_text())["refit"]
+
+
+def test_progress_runs_once_over_both_phases_of_a_refit(tmp_path) -> None:
+    prepared, labels = _prepared()
+    seen: list[tuple[int, int, str]] = []
+    train_model(prepared, labels, _settings(refit=True), PreprocessSettings(normalization="standard"),
+                tmp_path, progress=lambda done, total, msg: seen.append((done, total, msg)))
+    assert [d for d, _, _ in seen] == list(range(1, 13)) and {t for _, t, _ in seen} == {12}
+    assert all(m.startswith("refit") for _, _, m in seen[6:]) and not seen[0][2].startswith("refit")
