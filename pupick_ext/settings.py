@@ -151,8 +151,8 @@ class TrainSettings:
     training_radius: int = 3
     epochs: int = 10
     steps_per_epoch: int = 100
-    minibatch_size: int = 8
-    patch_size: int = 32
+    minibatch_size: int = 32
+    patch_size: int = 16
     positive_fraction: float = 0.25
     learning_rate: float = 1e-3
     lr_schedule: LRSchedule = "cosine"

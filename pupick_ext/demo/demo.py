@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 N_TRAIN, N_TEST = 8, 4
 LABELS_PER_MICROGRAPH = 36  # 8 x 36 = 288 labelled particles, as a user would hand-pick
 #: short: training starts from the shipped general model, which already knows noise, ice and carbon
-DEMO_EPOCHS, DEMO_STEPS = 3, 40
+DEMO_EPOCHS, DEMO_STEPS = 3, 20
 
 
 def labelled_subset(truth: Picks, names: list[str], per_micrograph: int, seed: int) -> Picks:

@@ -331,7 +331,7 @@ def test_train_offers_every_training_setting() -> None:
 
     params = _parsed("train", ["-m", "m.star", "-l", "l/", "-o", "o/", "-d", "150"])
     assert {p.name for p in parameters_for(TrainSettings)} <= set(params)
-    assert (params["minibatch_size"], params["threads"]) == (8, 0)
+    assert (params["minibatch_size"], params["threads"]) == (TrainSettings.minibatch_size, 0) == (32, 0)
 
 
 def test_cryosparc_renders_the_same_table() -> None:
