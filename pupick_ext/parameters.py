@@ -217,6 +217,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("workers", "Processes reading and preprocessing micrographs ahead of scoring (0: one "
               "background thread; more help a GPU host with many cores).", ((_E, "num_workers"),), kind=int),
     # ---------------------------------------------------------------- every run
+    Parameter("precision", "Arithmetic of the training convolutions: auto (bf16 on a GPU and on a CPU with "
+              "native bf16, else fp32), fp32 or bf16.", ((_T, "precision"),), kind=str,
+              choices=_s.PRECISIONS),
     Parameter("seed", "Random seed.", ((_T, "seed"), (_P, "seed")), kind=int),
     Parameter("device", "auto, cpu, cuda or cuda:N.", ((_T, "device"), (_E, "device")), kind=str),
     Parameter("threads", "CPU threads for torch (0: all cores; with several ranks, each rank's share).",

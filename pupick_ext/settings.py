@@ -27,6 +27,8 @@ HoldoutBy = Literal["auto", "micrograph", "region"]
 LRSchedule = Literal["constant", "cosine"]
 #: which epoch's weights the model file holds: the final one, or the best by held-out AP
 KeepEpoch = Literal["last", "best"]
+Precision = Literal["auto", "fp32", "bf16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 Architecture = Literal["resnet8", "resnet16", "conv31", "conv63", "conv127"]
 
 OBJECTIVES: tuple[str, ...] = ("ge-binomial", "ge-kl", "pn", "nnpu")
@@ -141,6 +143,8 @@ class TrainSettings:
     ``refit`` (with ``keep="last"`` and a hold-out): once the held-out run has measured the
     thresholds, train again from the same start on every labelled micrograph and keep that
     network, so no label is spent only on measuring (twice the training time).
+    ``precision``: "auto" trains the convolutions in bf16 on a GPU and on a CPU with native
+    bf16 (AVX512-BF16/AMX), fp32 elsewhere; "fp32" and "bf16" force one.
     """
 
     particle_diameter: float
@@ -168,6 +172,7 @@ class TrainSettings:
     seed: int = 0
     device: str = "auto"
     num_threads: int = 0
+    precision: Precision = "auto"
 
     def __post_init__(self) -> None:
         _require_finite(self)
@@ -191,6 +196,8 @@ class TrainSettings:
                  f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
         _require(self.keep in KEEP_EPOCHS,
                  f"unknown epoch to keep {self.keep!r}; choose from {', '.join(KEEP_EPOCHS)}")
+        _require(self.precision in PRECISIONS,
+                 f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         _require(self.holdout_by in HOLDOUT_KINDS,
                  f"unknown hold-out kind {self.holdout_by!r}; choose from auto, micrograph, region")
 

@@ -32,9 +32,36 @@ def resolve_device(name: str = "auto") -> torch.device:
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on GPUs (mixed precision); a no-op on the CPU."""
+    """bf16 autocast on GPUs (mixed precision); a no-op on the CPU (scoring stays bit-exact there)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively here (AVX512-BF16 or AMX), not emulated.
+
+    Emulated bf16 is slower than fp32, so "auto" precision uses bf16 on the CPU only here.
+    """
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # an older or different torch build: assume not
+        return False
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether training runs its convolutions in bf16: precision "bf16", or "auto" on a GPU or a bf16 CPU."""
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+
+
+def training_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast for a training forward where :func:`uses_bf16` says so, else fp32."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -296,3 +296,26 @@ def test_progress_runs_once_over_both_phases_of_a_refit(tmp_path) -> None:
                 tmp_path, progress=lambda done, total, msg: seen.append((done, total, msg)))
     assert [d for d, _, _ in seen] == list(range(1, 13)) and {t for _, t, _ in seen} == {12}
     assert all(m.startswith("refit") for _, _, m in seen[6:]) and not seen[0][2].startswith("refit")
+
+
+def test_precision_picks_bf16_only_where_asked_or_native(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pupick_ext.parallel.device as device
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert device.uses_bf16(cpu, "bf16") and not device.uses_bf16(gpu, "fp32")
+    assert device.uses_bf16(gpu, "auto")
+    for native in (True, False):
+        monkeypatch.setattr(device, "cpu_has_native_bf16", lambda native=native: native)
+        assert device.uses_bf16(cpu, "auto") is native
+    with pytest.raises(SettingsError, match="precision"):
+        _settings(precision="fp16")
+
+
+def test_bf16_training_is_deterministic_and_not_fp32(tmp_path) -> None:
+    """bf16 steps are reproducible for a seed, finite, and really run in bf16 (the losses differ)."""
+    a = _losses(tmp_path, "a", precision="bf16")
+    assert a == _losses(tmp_path, "b", precision="bf16")
+    assert all(np.isfinite(a))
+    fp32 = _losses(tmp_path, "c", precision="fp32")
+    assert a != fp32
+    assert np.allclose(a, fp32, rtol=0.05)
