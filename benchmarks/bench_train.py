@@ -12,9 +12,10 @@ and scores them against the full truth (the AP compare_topaz.py reports).
 
 "Time to AP x" = preprocessing + the epochs up to the first whose test-independent
 held-out AP reaches x. ``--procs N`` trains with N processes (torchrun, gloo,
-DistributedDataParallel), ``--engine-path DIR`` with another checkout.
+DistributedDataParallel), ``--engine-path DIR`` with another checkout, ``--precision
+fp32,bf16`` once per arithmetic of the training convolutions (in one run, so the ratio holds).
 
-    python benchmarks/bench_train.py --epochs 4 --steps-per-epoch 50 --target-ap 0.5
+    python benchmarks/bench_train.py --epochs 4 --steps-per-epoch 50 --target-ap 0.5 [--precision fp32,bf16]
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def worker(args: argparse.Namespace) -> None:
     settings = TrainSettings(particle_diameter=data.particle_diameter, epochs=args.epochs,
                              steps_per_epoch=args.steps_per_epoch, learning_rate=1e-3, seed=args.seed,
                              expected_particles=expected, device="cpu", num_threads=args.threads,
-                             patience=args.epochs)
+                             patience=args.epochs,
+                             **({} if args.precision == "auto" else {"precision": args.precision}))
     pre = PreprocessSettings(downsample=4.0, seed=args.seed)
     started = time.time()
     result = train(train_mics, labels, pre, settings, args.out)
@@ -80,12 +82,12 @@ def worker(args: argparse.Namespace) -> None:
                       "test_ap": test_ap, "engine": str(Path(pupick_ext.__file__).parent)}))
 
 
-def run(args: argparse.Namespace, procs: int, engine: Path | None) -> dict:
+def run(args: argparse.Namespace, procs: int, engine: Path | None, precision: str) -> dict:
     out = args.workdir / f"run_{procs}_{int(time.time() * 1000)}"
     threads = max(1, args.threads // procs)
     cmd = [str(Path(__file__).resolve()), "--worker", "--data", str(args.workdir / "data"), "--out", str(out),
            "--epochs", str(args.epochs), "--steps-per-epoch", str(args.steps_per_epoch),
-           "--threads", str(threads), "--seed", str(args.seed)]
+           "--threads", str(threads), "--seed", str(args.seed), "--precision", precision]
     if engine:
         cmd += ["--engine-path", str(engine)]
     if procs > 1:
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--target-ap", type=float, default=0.5, help="held-out AP to time")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine-path", type=Path, default=None, help="also run this checkout's pupick_ext")
+    p.add_argument("--precision", default="auto",
+                   help="comma list of training arithmetic: auto, fp32, bf16 (one run each)")
     args = p.parse_args(argv)
     if args.worker:
         worker(args)
@@ -120,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     engines: list[Path | None] = [None] + ([args.engine_path] if args.engine_path else [])
     for engine in engines:
-        for procs in [int(s) for s in args.procs.split(",")]:
-            res = run(args, procs, engine)
+        runs = [(int(n), a) for n in args.procs.split(",") for a in args.precision.split(",")]
+        for procs, precision in runs:
+            res = run(args, procs, engine, precision)
             cum, reached = res["prep_and_final_s"], None
             aps = []
             for h in res["history"]:
@@ -132,12 +137,13 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.epochs * args.steps_per_epoch
             step_s = (sum(h["seconds"] for h in res["history"])
                       / max(1, len(res["history"]) * args.steps_per_epoch))
-            rows.append([Path(res["engine"]).parent.name or res["engine"], procs, f"{res['total_s']:.1f}",
+            rows.append([Path(res["engine"]).parent.name or res["engine"], procs, precision,
+                         f"{res['total_s']:.1f}",
                          f"{step_s:.3f}", "-" if reached is None else f"{reached:.1f}", " ".join(aps),
                          f"{res['test_ap']:.3f}", steps])
             print(" | ".join(map(str, rows[-1])), flush=True)
     print()
-    print(markdown_table(["engine", "procs", "train wall s", "s/step (incl. validation)",
+    print(markdown_table(["engine", "procs", "precision", "train wall s", "s/step (incl. validation)",
                           f"s to held-out AP {args.target_ap:g}", "held-out AP per epoch", "test AP (truth)",
                           "steps"], rows))
     return 0

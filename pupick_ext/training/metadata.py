@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
+from ..parallel.device import uses_bf16
 from ..settings import TrainSettings
 from .checkpoint import Best
 from .state import TrainState
@@ -44,7 +45,8 @@ def model_info(state: TrainState, gmm: dict[str, Any] | None, recommended: float
 def run_record(state: TrainState, best: Best, kept_epoch: int,
                refit_history: Sequence[dict[str, Any]] | None = None,
                model_micrographs: Sequence[str] | None = None) -> dict[str, Any]:
-    """What ``train_settings.json`` holds: version, command, settings, data split, best and kept epoch.
+    """What ``train_settings.json`` holds: version, command, settings, data split, best and kept epoch,
+    and the device and arithmetic ("bf16" or "fp32") the steps ran in.
 
     ``state`` is the held-out run; with a refit, ``refit_history`` is its per-epoch loss and
     ``model_micrographs`` the micrographs the kept network trained on.
@@ -60,6 +62,8 @@ def run_record(state: TrainState, best: Best, kept_epoch: int,
         "holdout_micrographs": state.data.holdout_names,
         "best_epoch": best.epoch,
         "kept_epoch": kept_epoch,
+        "arithmetic": "bf16" if uses_bf16(state.device, state.settings.precision) else "fp32",
+        "device": str(state.device),
         "refit": refit_history is not None,
         "refit_history": list(refit_history or []),
         "model_micrographs": list(model_micrographs if model_micrographs is not None

@@ -6,6 +6,7 @@ first, then the network's initial weights, then the patch sampler.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 from ..io.picks import Picks
 from ..network.models import PickerNet, build_model
 from ..network.objectives import Objective, default_autoencoder_weight, make_objective
-from ..parallel.device import resolve_device, set_threads
+from ..parallel.device import resolve_device, set_threads, uses_bf16
 from ..prep.preprocess import PreparedMicrograph
 from ..settings import PreprocessSettings, TrainSettings
 from .collectives import rank_and_world
@@ -24,6 +25,8 @@ from .data import TrainData, prepare_data, training_images
 from .forward import TrainForward
 from .initial import load_initial_weights, resolve_init
 from .sampling import PatchSampler
+
+log = logging.getLogger(__name__)
 
 #: the checkpoint's file name in the work directory (the held-out run, or the only run)
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -77,6 +80,8 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     if init:
         load_initial_weights(net, init)
     net = net.to(device)
+    log.info("training on %s in %s", device, "bf16 (mixed precision)" if uses_bf16(device, settings.precision)
+             else "fp32")
     forward: nn.Module = TrainForward(net)
     if world_size > 1:  # gradients averaged over ranks; rank 0's initial weights broadcast
         from torch.nn.parallel import DistributedDataParallel

@@ -319,3 +319,13 @@ def test_bf16_training_is_deterministic_and_not_fp32(tmp_path) -> None:
     fp32 = _losses(tmp_path, "c", precision="fp32")
     assert a != fp32
     assert np.allclose(a, fp32, rtol=0.05)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_run_record_says_which_arithmetic_the_steps_ran_in(tmp_path, precision: str) -> None:
+    prepared, labels = _prepared()
+    pre = PreprocessSettings(normalization="standard")
+    train_model(prepared, labels, _settings(precision=precision), pre, tmp_path)
+    record = json.loads((tmp_path / "train_settings.json").read_text())
+    assert record["arithmetic"] == precision and record["device"] == "cpu"
+    assert record["train"]["precision"] == precision
