@@ -217,6 +217,8 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("workers", "Processes reading and preprocessing micrographs ahead of scoring (0: one "
               "background thread; more help a GPU host with many cores).", ((_E, "num_workers"),), kind=int),
     # ---------------------------------------------------------------- every run
+    Parameter("anchor", "Pull the weights towards the start model's (--init) with this weight on their squared "
+              "distance (L2-SP); 0: off.", ((_T, "anchor"),), low=0.0),
     Parameter("precision", "Arithmetic of the training convolutions: auto (bf16 on a GPU and on a CPU with "
               "native bf16, else fp32), fp32 or bf16.", ((_T, "precision"),), kind=str,
               choices=_s.PRECISIONS),

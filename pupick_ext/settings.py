@@ -143,6 +143,8 @@ class TrainSettings:
     ``refit`` (with ``keep="last"`` and a hold-out): once the held-out run has measured the
     thresholds, train again from the same start on every labelled micrograph and keep that
     network, so no label is spent only on measuring (twice the training time).
+    ``anchor``: weight of the squared distance of the weights from the start model's (L2-SP;
+    0 = off; no effect without a start model).
     ``precision``: "auto" trains the convolutions in bf16 on a GPU and on a CPU with native
     bf16 (AVX512-BF16/AMX), fp32 elsewhere; "fp32" and "bf16" force one.
     """
@@ -173,6 +175,7 @@ class TrainSettings:
     device: str = "auto"
     num_threads: int = 0
     precision: Precision = "auto"
+    anchor: float = 0.0
 
     def __post_init__(self) -> None:
         _require_finite(self)
@@ -196,6 +199,7 @@ class TrainSettings:
                  f"unknown learning-rate schedule {self.lr_schedule!r}; choose from constant, cosine")
         _require(self.keep in KEEP_EPOCHS,
                  f"unknown epoch to keep {self.keep!r}; choose from {', '.join(KEEP_EPOCHS)}")
+        _require(self.anchor >= 0, "anchor weight must be >= 0")
         _require(self.precision in PRECISIONS,
                  f"unknown precision {self.precision!r}; choose from {', '.join(PRECISIONS)}")
         _require(self.holdout_by in HOLDOUT_KINDS,

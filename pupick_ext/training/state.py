@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -57,6 +57,9 @@ class TrainState:
     sampler: PatchSampler
     #: this run's checkpoint file in ``workdir``
     checkpoint_file: str = CHECKPOINT_FILE
+    #: the start model's weights (name -> tensor, decoder excluded) that ``settings.anchor`` pulls
+    #: towards; empty when training starts from random weights or the anchor is off
+    anchor: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def is_main(self) -> bool:
@@ -80,6 +83,7 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     if init:
         load_initial_weights(net, init)
     net = net.to(device)
+    anchor = start_weights(net) if init and settings.anchor > 0 else {}
     log.info("training on %s in %s", device, "bf16 (mixed precision)" if uses_bf16(device, settings.precision)
              else "fp32")
     forward: nn.Module = TrainForward(net)
@@ -92,4 +96,9 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     sampler = PatchSampler(training_images(data, settings.training_radius), net.receptive_field,
                            settings.patch_size, seed=settings.seed + rank, augment=settings.augment)
     return TrainState(settings, preprocess, Path(workdir), device, rank, world_size, data, gamma, init, net,
-                      forward, objective, optimizer, sampler, checkpoint_file)
+                      forward, objective, optimizer, sampler, checkpoint_file, anchor)
+
+
+def start_weights(net: PickerNet) -> dict[str, torch.Tensor]:
+    """Copies of the parameters training starts from (the decoder's excluded: it starts afresh)."""
+    return {name: p.detach().clone() for name, p in net.named_parameters() if not name.startswith("decoder.")}

@@ -58,6 +58,8 @@ def train_step(state: TrainState) -> float:
     if ae_index is not None:
         assert recon is not None
         loss = loss + state.gamma * autoencoder_loss(x, ae_index, recon, state.net.receptive_field)
+    if state.anchor:
+        loss = loss + s.anchor * anchor_penalty(state.net, state.anchor)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     state.optimizer.step()
@@ -124,3 +126,13 @@ def autoencoder_loss(x: torch.Tensor, index: AEIndex, recon: torch.Tensor,
     cols = (xi[:, None] + offsets[None, :])[:, None, :]
     target = x[bi[:, None, None], 0, rows, cols].reshape(len(bi), rf * rf)
     return torch.mean((recon - target) ** 2)
+
+
+def anchor_penalty(net: torch.nn.Module, start: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Squared distance of the parameters from the start model's (L2-SP, Li et al. 2018).
+
+    Fine-tuning on one or two micrographs otherwise forgets what the start model knew and
+    these micrographs do not show (carbon, where no labelled micrograph has an edge).
+    """
+    params = dict(net.named_parameters())
+    return torch.stack([((params[name] - w0) ** 2).sum() for name, w0 in start.items()]).sum()
