@@ -198,6 +198,8 @@ PARAMETERS: tuple[Parameter, ...] = (
               "labelled micrograph (hold-out included) and keep that network (with --keep last; twice the "
               "training time).",
               ((_T, "refit"),), kind=bool),
+    Parameter("anchor", "Pull the weights towards the start model's (--init) with this weight on their "
+              "squared distance (L2-SP); 0: off.", ((_T, "anchor"),), low=0.0),
     # ---------------------------------------------------------------- picking
     Parameter("threshold", "Score threshold on the log-likelihood-ratio scale (logit): 0 = even odds, -3 "
               "keeps picks ~5% likely. Default: the threshold recommended at training.",
@@ -217,8 +219,6 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("workers", "Processes reading and preprocessing micrographs ahead of scoring (0: one "
               "background thread; more help a GPU host with many cores).", ((_E, "num_workers"),), kind=int),
     # ---------------------------------------------------------------- every run
-    Parameter("anchor", "Pull the weights towards the start model's (--init) with this weight on their squared "
-              "distance (L2-SP); 0: off.", ((_T, "anchor"),), low=0.0),
     Parameter("precision", "Arithmetic of the training convolutions: auto (bf16 on a GPU and on a CPU with "
               "native bf16, else fp32), fp32 or bf16.", ((_T, "precision"),), kind=str,
               choices=_s.PRECISIONS),

@@ -329,3 +329,33 @@ def test_the_run_record_says_which_arithmetic_the_steps_ran_in(tmp_path, precisi
     record = json.loads((tmp_path / "train_settings.json").read_text())
     assert record["arithmetic"] == precision and record["device"] == "cpu"
     assert record["train"]["precision"] == precision
+
+
+def test_the_anchor_pulls_fine_tuned_weights_towards_the_start_model(tmp_path) -> None:
+    from pupick_ext.network.model_io import PickerModel
+    from pupick_ext.training.step import anchor_penalty
+
+    prepared, labels = _prepared()
+    pre = PreprocessSettings(normalization="standard")
+    first = build_state(prepared, labels, _settings(), pre, tmp_path / "a")
+    info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31,
+            "pixel_size": 2.0, "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
+    start = str(PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick"))
+
+    def drift(anchor: float) -> float:
+        state = build_state(prepared, labels, _settings(init=start, anchor=anchor, learning_rate=0.01), pre,
+                            tmp_path / f"run{anchor}")
+        if anchor:
+            assert float(anchor_penalty(state.net, state.anchor).detach()) == 0.0  # starts at the start model
+        else:
+            assert state.anchor == {}  # off: nothing kept, nothing added to the loss
+        for _ in range(6):
+            train_step(state)
+        start_params = {k: v.detach() for k, v in first.net.named_parameters()
+                        if not k.startswith("decoder.")}
+        return float(anchor_penalty(state.net, start_params).detach())
+
+    free, anchored = drift(0.0), drift(1000.0)
+    assert 0 < anchored < 0.5 * free
+    # without a start model there is nothing to anchor to
+    assert build_state(prepared, labels, _settings(anchor=1.0), pre, tmp_path / "c").anchor == {}
