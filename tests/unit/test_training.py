@@ -198,17 +198,23 @@ def test_tied_thresholds_go_to_the_count_nearest_the_expected_one() -> None:
     assert recommend_threshold(thresholds, f1) == -1.0  # no counts: the lowest of the ties
 
 
-def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
-    from pupick_ext.errors import InputError
+def _start_model(tmp_path) -> tuple:
+    """(prepared, labels, preprocess, the state whose initial network is saved, the model file)."""
     from pupick_ext.network.model_io import PickerModel
-    from pupick_ext.training.initial import load_initial_weights, resolve_init
 
     prepared, labels = _prepared()
     pre = PreprocessSettings(normalization="standard")
     first = build_state(prepared, labels, _settings(), pre, tmp_path / "a")
     info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31,
             "pixel_size": 2.0, "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
-    start = PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick")
+    return prepared, labels, pre, first, PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick")
+
+
+def test_training_can_start_from_a_model_file_and_refuses_one_that_does_not_fit(tmp_path) -> None:
+    from pupick_ext.errors import InputError
+    from pupick_ext.training.initial import load_initial_weights, resolve_init
+
+    prepared, labels, pre, first, start = _start_model(tmp_path)
     second = build_state(prepared, labels, _settings(init=str(start)), pre, tmp_path / "b")
     for key, value in first.net.state_dict().items():
         torch.testing.assert_close(second.net.state_dict()[key], value)
@@ -332,15 +338,10 @@ def test_the_run_record_says_which_arithmetic_the_steps_ran_in(tmp_path, precisi
 
 
 def test_the_anchor_pulls_fine_tuned_weights_towards_the_start_model(tmp_path) -> None:
-    from pupick_ext.network.model_io import PickerModel
     from pupick_ext.training.step import anchor_penalty
 
-    prepared, labels = _prepared()
-    pre = PreprocessSettings(normalization="standard")
-    first = build_state(prepared, labels, _settings(), pre, tmp_path / "a")
-    info = {"architecture": "conv31", "width": 4, "autoencoder": first.net.autoencoder, "receptive_field": 31,
-            "pixel_size": 2.0, "downsample": 1.0, "particle_diameter": 20.0, "normalization": "standard"}
-    start = str(PickerModel(first.net.eval(), info).save(tmp_path / "start.pupick"))
+    prepared, labels, pre, first, start_file = _start_model(tmp_path)
+    start = str(start_file)
 
     def drift(anchor: float) -> float:
         state = build_state(prepared, labels, _settings(init=start, anchor=anchor, learning_rate=0.01), pre,
