@@ -58,13 +58,6 @@ def uses_bf16(device: torch.device, precision: str) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
 
 
-def training_autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """bf16 autocast for a training forward where :func:`uses_bf16` says so, else fp32."""
-    if uses_bf16(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def set_threads(n: int) -> None:
     """Use ``n`` CPU threads for torch (0 keeps torch's default)."""
     if n > 0:

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from .. import __version__
-from ..parallel.device import uses_bf16
 from ..settings import TrainSettings
 from .checkpoint import Best
 from .state import TrainState
@@ -62,7 +61,7 @@ def run_record(state: TrainState, best: Best, kept_epoch: int,
         "holdout_micrographs": state.data.holdout_names,
         "best_epoch": best.epoch,
         "kept_epoch": kept_epoch,
-        "arithmetic": "bf16" if uses_bf16(state.device, state.settings.precision) else "fp32",
+        "arithmetic": "bf16" if state.bf16 else "fp32",
         "device": str(state.device),
         "refit": refit_history is not None,
         "refit_history": list(refit_history or []),

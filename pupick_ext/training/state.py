@@ -57,6 +57,8 @@ class TrainState:
     sampler: PatchSampler
     #: this run's checkpoint file in ``workdir``
     checkpoint_file: str = CHECKPOINT_FILE
+    #: whether the training convolutions run in bf16 (``settings.precision`` resolved once for ``device``)
+    bf16: bool = False
     #: the start model's weights (name -> tensor, decoder excluded) that ``settings.anchor`` pulls
     #: towards; empty when training starts from random weights or the anchor is off
     anchor: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -84,8 +86,8 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
         load_initial_weights(net, init)
     net = net.to(device)
     anchor = start_weights(net) if init and settings.anchor > 0 else {}
-    log.info("training on %s in %s", device, "bf16 (mixed precision)" if uses_bf16(device, settings.precision)
-             else "fp32")
+    bf16 = uses_bf16(device, settings.precision)
+    log.info("training on %s in %s", device, "bf16 (mixed precision)" if bf16 else "fp32")
     forward: nn.Module = TrainForward(net)
     if world_size > 1:  # gradients averaged over ranks; rank 0's initial weights broadcast
         from torch.nn.parallel import DistributedDataParallel
@@ -96,7 +98,7 @@ def build_state(prepared: Sequence[PreparedMicrograph], labels: Picks, settings:
     sampler = PatchSampler(training_images(data, settings.training_radius), net.receptive_field,
                            settings.patch_size, seed=settings.seed + rank, augment=settings.augment)
     return TrainState(settings, preprocess, Path(workdir), device, rank, world_size, data, gamma, init, net,
-                      forward, objective, optimizer, sampler, checkpoint_file, anchor)
+                      forward, objective, optimizer, sampler, checkpoint_file, bf16, anchor)
 
 
 def start_weights(net: PickerNet) -> dict[str, torch.Tensor]:

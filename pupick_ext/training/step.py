@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from ..network.objectives import VARIANCE_FLOOR, GEBinomialObjective, Objective, binomial_log_pmf
-from ..parallel.device import training_autocast
 from .forward import AEIndex
 from .sampling import POSITIVE, UNLABELED
 from .state import TrainState
@@ -51,7 +50,7 @@ def train_step(state: TrainState) -> float:
     order = ge_group_order(s.objective, int(unlabeled.sum()), state.device)
     ae_index = autoencoder_index(x, state.net.receptive_field) if state.gamma > 0 else None
     state.forward.train()
-    with training_autocast(state.device, s.precision):
+    with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.bf16):
         logits, recon = state.forward(x, ae_index)
     logits = logits[:, 0].float()
     loss = pu_loss(state.objective, s.objective, logits[m == POSITIVE], logits[unlabeled], order)
