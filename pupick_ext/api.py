@@ -231,7 +231,7 @@ def extract_iter(model: PickerModel | str | Path, micrographs: Sequence[Microgra
     threshold = (settings.threshold if settings.threshold is not None
                  else float(model.info.get("recommended_threshold", 0.0)))
     radius = settings.radius or max(1, int(round(model.particle_radius_px)))
-    margin = settings.edge_margin if settings.edge_margin is not None else radius // 2
+    margin = settings.edge_margin
     entries = list(micrographs)
     diameter = float(model.info["particle_diameter"])
     log.info("picking %d micrograph(s) at threshold %.2f, NMS radius %d working px",

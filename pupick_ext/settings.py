@@ -216,12 +216,13 @@ class ExtractSettings:
     ``threshold`` is on the log-likelihood-ratio (logit) scale: 0 means even odds, -3 keeps
     picks the model thinks ~5% likely; None uses the threshold recommended at training.
     ``radius`` (working px) is the NMS radius, default the particle radius; picks closer
-    than ``edge_margin`` working px to the border are dropped (default: half the radius).
+    than ``edge_margin`` working px to the border are dropped (default 0: particles cut by the
+    border are picked, as the held-out table that sets the threshold counts them).
     """
 
     threshold: float | None = None
     radius: int | None = None
-    edge_margin: int | None = None
+    edge_margin: int = 0
     max_picks: int | None = None
     batch_size: int = 4
     tile_size: int = 2048
@@ -234,7 +235,7 @@ class ExtractSettings:
         _require(self.symmetries in SYMMETRIES,
                  "symmetries (score averaging over turns) must be 1, 2, 4 or 8")
         _require(self.radius is None or self.radius >= 1, "NMS radius must be >= 1 pixel")
-        _require(self.edge_margin is None or self.edge_margin >= 0, "edge margin must be >= 0")
+        _require(self.edge_margin >= 0, "edge margin must be >= 0")
         _require(self.max_picks is None or self.max_picks >= 1, "max picks must be >= 1")
         _require(self.batch_size >= 1, "batch size must be >= 1")
         _require(self.tile_size >= 64, "tile size must be >= 64")

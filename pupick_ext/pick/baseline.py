@@ -20,7 +20,7 @@ def dog_extract(micrographs: Sequence[MicrographEntry], particle_diameter: float
         prepared = prepare_one(entry, preprocess, particle_diameter, None)
         radius = particle_diameter / 2 / prepared.working_pixel_size if prepared.working_pixel_size else 10.0
         nms = settings.radius or max(1, int(round(radius)))
-        margin = settings.edge_margin if settings.edge_margin is not None else nms // 2
+        margin = settings.edge_margin
         threshold = settings.threshold if settings.threshold is not None else -math.inf
         rows, cols, scores = dog_pick(prepared.image, radius, threshold, nms, margin, settings.max_picks)
         x, y = prepared.to_original(cols, rows)
