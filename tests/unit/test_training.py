@@ -21,7 +21,14 @@ from pupick_ext.training.run import train_model
 from pupick_ext.training.sampling import IGNORE
 from pupick_ext.training.state import build_state
 from pupick_ext.training.step import GE_GROUP, ge_binomial_grouped, train_step
-from pupick_ext.training.thresholds import pu_f1, recommend_threshold
+from pupick_ext.training.thresholds import (
+    RECOMMEND_BETA,
+    label_completeness,
+    pu_f1,
+    pu_fbeta,
+    recommend_threshold,
+    tabulate,
+)
 from pupick_ext.training.validate import heldout_picks
 
 
@@ -181,6 +188,51 @@ def test_pu_f1_corrects_precision_for_unlabelled_particles() -> None:
     assert pu_f1(0.4, 0.8, 0.5) == pytest.approx(0.8)
     assert pu_f1(0.9, 0.5, 0.5) == pytest.approx(2 * 0.5 / 1.5)  # precision is capped at 1
     assert pu_f1(0.0, 0.0, 1.0) == 0.0
+
+
+def test_pu_fbeta_weighs_precision_by_beta() -> None:
+    # hand-computed: P 0.9, R 0.6, beta 0.5 -> 1.25 * 0.54 / (0.225 + 0.6)
+    assert pu_fbeta(0.9, 0.6, 1.0, 0.5) == pytest.approx(1.25 * 0.54 / 0.825)
+    assert pu_fbeta(0.45, 0.6, 0.5, 0.5) == pytest.approx(1.25 * 0.54 / 0.825)  # corrected to P 0.9
+    assert pu_fbeta(0.7, 0.4, 1.0, 1.0) == pytest.approx(pu_f1(0.7, 0.4, 1.0))
+    # beta < 1: of two points with the same F1, the more precise one scores higher
+    assert pu_fbeta(0.9, 0.6, 1.0, 0.5) > pu_fbeta(0.6, 0.9, 1.0, 0.5)
+    assert RECOMMEND_BETA < 1
+
+
+def test_label_completeness_is_not_fooled_by_a_sparse_held_out_micrograph() -> None:
+    # a whole micrograph labelled (93 particles) where the mean is 146: its top picks match
+    # labels at 0.97, so the share labelled is about 1, not 93 / 146
+    assert label_completeness(93, 1.0, 146.0, 0.97) == pytest.approx(0.97)
+    # sparse labels: half of a typical micrograph; top picks match at about 0.5 too
+    assert label_completeness(73, 1.0, 146.0, 0.45) == pytest.approx(0.5)
+    assert label_completeness(73, 1.0, 146.0, None) == pytest.approx(0.5)
+    assert label_completeness(300, 1.0, 146.0, 0.9) == 1.0  # capped
+    assert label_completeness(0, 1.0, 146.0, None) == pytest.approx(1e-3)  # floored
+
+
+def _table_picks(n_true: int, n_false: int, seed: int = 0):
+    """Held-out labels on a line and picks: every particle (scores 0.5-4) plus false ones (scores -4-1)."""
+    rng = np.random.default_rng(seed)
+    xs = 100.0 * np.arange(n_true)
+    reference = Picks.for_one("h", xs, np.zeros(n_true), np.full(n_true, np.nan))
+    false_x = 100.0 * np.arange(n_false) + 50.0
+    ys = np.concatenate([np.zeros(n_true), np.full(n_false, 500.0)])  # false picks far from every label
+    scores = np.concatenate([rng.uniform(0.5, 4, n_true), rng.uniform(-4, 1, n_false)])
+    picks = Picks.for_one("h", np.concatenate([xs, false_x]), ys, scores)
+    return picks, reference
+
+
+def test_threshold_table_recommends_a_precise_threshold_on_a_sparse_micrograph() -> None:
+    """A completely labelled held-out micrograph with fewer particles than the mean: the
+    recommendation must not take it for partial labels and lower the threshold."""
+    picks, reference = _table_picks(60, 200)
+    rows, recommended = tabulate(picks, reference, radius=10.0, per_micrograph=1.0, expected=120.0)
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    kept = picks.above(recommended)
+    matched = int(np.sum(kept.y == 0))
+    assert matched / len(kept) >= 0.8  # precise
+    assert 0.67 <= len(kept) / 60 <= 1.5  # near the true count of this micrograph
 
 
 def test_recommended_threshold_is_the_best_f1_and_the_lowest_of_ties() -> None:
