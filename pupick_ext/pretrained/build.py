@@ -24,7 +24,7 @@ from . import pretrained_path
 log = logging.getLogger(__name__)
 
 #: particles of the training set (the demo's own is left out, so the demo shows a new particle)
-PARTICLE_SEEDS = tuple(range(101, 113))  # twelve shapes (six until 2026-12-04)
+PARTICLE_SEEDS = tuple(range(101, 113))  # twelve shapes
 PRESETS = ("medium", "hard")
 
 
