@@ -122,12 +122,15 @@ def _recommended(table: Path) -> float | None:
     return None
 
 
-def read_topaz_log(log: Path) -> dict:
-    """The evaluation and stage times (s) from what ``run_topaz.sh`` printed."""
+def read_topaz_log(log: Path) -> dict | None:
+    """The evaluation and stage times (s) from what ``run_topaz.sh`` printed; None before its result."""
     lines = log.read_text().splitlines()
     stages = {ln.split()[0]: float(ln.split()[1]) for ln in lines
               if len(ln.split()) == 2 and ln.split()[0].endswith("_s")}
-    result = json.loads(next(ln for ln in reversed(lines) if ln.startswith("{")))
+    found = next((ln for ln in reversed(lines) if ln.startswith("{")), None)
+    if found is None:  # still running, or it failed before evaluate.py printed its result
+        return None
+    result = json.loads(found)
     # topaz preprocess handles train and test micrographs in one stage: half is counted to each side
     result.update(train_s=stages.get("train_s", 0.0) + stages.get("preprocess_s", 0.0) / 2,
                   extract_s=stages.get("extract_s", 0.0) + stages.get("preprocess_s", 0.0) / 2)
@@ -150,7 +153,8 @@ def run_topaz(args: argparse.Namespace, dataset: Path, out: Path) -> dict | None
                            str(args.topaz_epochs), str(args.topaz_epoch_size)],
                  out / "run_topaz.log", env=env)
     result = read_topaz_log(out / "run_topaz.log")
-    result_file.write_text(json.dumps(result))
+    if result is not None:
+        result_file.write_text(json.dumps(result))
     return result
 
 
